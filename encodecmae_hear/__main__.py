@@ -1,0 +1,5 @@
+import sys
+
+from encodecmae_hear.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""Command-line entry point: ``python -m encodecmae_hear <command> ...``.
+
+Each command lives in its own module, which defines ``add_arguments(parser)`` and
+``run(args) -> int``. The modules are imported only when their command runs, so
+``--help`` stays fast and importing the package stays free of side effects.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("encodecmae_hear.demo", "validate the bundled model and time embeddings on generated clips"),
+    "info": ("encodecmae_hear.info", "print a checkpoint's config, provenance and parameter counts"),
+    "init": ("encodecmae_hear.init_checkpoint", "write an untrained checkpoint for a preset"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m encodecmae_hear",
+        description="EnCodecMAE: pretraining, HEAR embeddings and evaluation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser.set_defaults(_module=module_name)
+        # Arguments are registered lazily in main() for the chosen command only.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] in COMMANDS:
+        name = argv[0]
+        module = importlib.import_module(COMMANDS[name][0])
+        command_parser = argparse.ArgumentParser(
+            prog=f"python -m encodecmae_hear {name}", description=COMMANDS[name][1],
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        module.add_arguments(command_parser)
+        args = command_parser.parse_args(argv[1:])
+        return int(module.run(args) or 0)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return 0
