@@ -1,0 +1,95 @@
+"""Input checks and streaming resampling to 24 kHz in 4 s chunks.
+
+`Chunker` cuts a sound into the model's 4 s windows at 24 kHz, resampling each window
+from a slice of the input with enough context on both sides that the result equals
+resampling the whole sound at once (torchaudio's sinc resampler), while memory stays
+bounded by one window whatever the length of the sound.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+import torchaudio
+
+from .config import CHUNK_SAMPLES, HOP_LENGTH, SAMPLE_RATE
+
+HEAR_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
+MAX_ABS_AMPLITUDE = 2.0  # beyond this the input is not [-1, 1] audio (e.g. int16 scale)
+
+
+def check_audio(audio, sample_rate: int) -> torch.Tensor:
+    """Validates a HEAR batch (n_sounds, n_samples) and returns it as float32."""
+    if not isinstance(audio, torch.Tensor):
+        raise ValueError(f"audio must be a torch.Tensor of shape (n_sounds, n_samples), "
+                         f"got {type(audio).__name__}")
+    if audio.ndim != 2:
+        raise ValueError(f"audio must have shape (n_sounds, n_samples), got shape "
+                         f"{tuple(audio.shape)}")
+    if not audio.is_floating_point():
+        raise ValueError(f"audio must be floating point in [-1, 1] (float32), got {audio.dtype}; "
+                         f"for int16 samples use audio.float() / 32768")
+    n_sounds, n_samples = audio.shape
+    if n_sounds == 0 or n_samples == 0:
+        raise ValueError(f"audio is empty: shape {tuple(audio.shape)}")
+    min_samples = math.ceil(HOP_LENGTH * sample_rate / SAMPLE_RATE)
+    if n_samples < min_samples:
+        raise ValueError(f"audio is shorter than one frame: {n_samples} samples at "
+                         f"{sample_rate} Hz; need at least {min_samples} "
+                         f"({1000 / 75:.1f} ms)")
+    audio = audio.float()
+    finite = torch.isfinite(audio)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"audio contains {bad} NaN or infinite values")
+    peak = float(audio.abs().max())
+    if peak > MAX_ABS_AMPLITUDE:
+        raise ValueError(f"audio must be in [-1, 1]; its peak is {peak:.4g}. Is it integer-"
+                         f"scaled? (int16 audio: divide by 32768)")
+    return audio
+
+
+def num_frames(num_samples: int, sample_rate: int) -> int:
+    """Frames (75/s) the HEAR API returns for a sound of `num_samples` at `sample_rate`:
+    ceil(L / 320), where L = ceil(num_samples * 24000 / sample_rate) is the resampled
+    length. Frame i covers [320 i, 320 (i + 1)) at 24 kHz; its timestamp is its centre."""
+    return math.ceil(resampled_length(num_samples, sample_rate) / HOP_LENGTH)
+
+
+def resampled_length(num_samples: int, sample_rate: int) -> int:
+    g = math.gcd(sample_rate, SAMPLE_RATE)
+    return math.ceil(num_samples * (SAMPLE_RATE // g) / (sample_rate // g))
+
+
+class Chunker(torch.nn.Module):
+    """Turns one sound at `sample_rate` into 4 s chunks at 24 kHz (the last zero-padded)."""
+
+    def __init__(self, sample_rate: int):
+        super().__init__()
+        if sample_rate not in HEAR_SAMPLE_RATES:
+            raise ValueError(f"sample_rate must be one of the HEAR rates {HEAR_SAMPLE_RATES}, "
+                             f"got {sample_rate}")
+        self.sample_rate = sample_rate
+        g = math.gcd(sample_rate, SAMPLE_RATE)
+        self.orig, self.new = sample_rate // g, SAMPLE_RATE // g
+        self.resample = torchaudio.transforms.Resample(sample_rate, SAMPLE_RATE)
+        # Context on each side, whole resampler periods, wider than the sinc kernel.
+        self.margin = (self.resample.width // self.orig + 2) * self.orig
+
+    def chunks(self, sound: torch.Tensor) -> Iterator[tuple[torch.Tensor, int]]:
+        """sound (n_samples,) -> yields (chunk (96000,), valid samples in the chunk)."""
+        n_in = sound.shape[0]
+        n_out = resampled_length(n_in, self.sample_rate)
+        for out_start in range(0, n_out, CHUNK_SAMPLES):
+            out_end = min(out_start + CHUNK_SAMPLES, n_out)
+            in_start = out_start * self.orig // self.new  # exact: 96000 is a multiple of `new`
+            in_end = math.ceil(out_end * self.orig / self.new)
+            lo, hi = max(0, in_start - self.margin), min(n_in, in_end + self.margin)
+            piece = self.resample(sound[lo:hi]) if self.orig != self.new else sound[lo:hi]
+            offset = (in_start - lo) * self.new // self.orig
+            chunk = piece[offset: offset + out_end - out_start]
+            valid = chunk.shape[0]
+            if valid < CHUNK_SAMPLES:
+                chunk = torch.nn.functional.pad(chunk, (0, CHUNK_SAMPLES - valid))
+            yield chunk, valid

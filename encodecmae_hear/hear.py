@@ -1,0 +1,136 @@
+"""HEAR 2021 API over EnCodecMAE: load_model, get_timestamp_embeddings, get_scene_embeddings.
+
+The model declares a HEAR sample rate (48000 by default, any HEAR rate by option) and
+resamples to 24 kHz inside. Each sound is cut into 4 s windows (positions restart in
+every window, as in training); windows from all sounds run in batches of bounded size;
+the last window is zero-padded, its padded frames are masked as padded keys, and the
+outputs are trimmed, so no audio is dropped and a sound's embedding does not depend on
+the other sounds in the batch. Frames are at exactly 75/s; timestamps are frame
+centres in milliseconds.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .audio import Chunker, check_audio, num_frames
+from .checkpoint import load_checkpoint
+from .config import FRAME_RATE, HOP_LENGTH
+
+DEFAULT_CHECKPOINT_ENV = "ENCODECMAE_DEFAULT_CHECKPOINT"
+LAYER_CHOICES = ("last", "mean", "concat")
+
+
+def default_checkpoint() -> Path:
+    """The bundled model: $ENCODECMAE_DEFAULT_CHECKPOINT, else checkpoints/default.pt
+    beside the package in a source checkout."""
+    override = os.environ.get(DEFAULT_CHECKPOINT_ENV, "").strip()
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
+
+
+class HearModel(nn.Module):
+    """EnCodecMAE wrapped with the attributes and options HEAR expects."""
+
+    def __init__(self, mae: nn.Module, sample_rate: int = 48000, layer="last",
+                 chunk_batch_size: int = 16):
+        super().__init__()
+        self.mae = mae.eval()
+        self.chunker = Chunker(int(sample_rate))
+        self.sample_rate = int(sample_rate)
+        self.layer = _parse_layer(layer, mae.num_layers)
+        if int(chunk_batch_size) < 1:
+            raise ValueError(f"chunk_batch_size must be >= 1, got {chunk_batch_size}")
+        self.chunk_batch_size = int(chunk_batch_size)
+        width = mae.config.dim * (mae.num_layers if self.layer == "concat" else 1)
+        self.scene_embedding_size = width
+        self.timestamp_embedding_size = width
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.mae.parameters()).device
+
+    def select_layer(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        if self.layer == "mean":
+            return torch.stack(layers).mean(0)
+        if self.layer == "concat":
+            return torch.cat(layers, dim=-1)
+        return layers[self.layer]
+
+    @torch.no_grad()
+    def embed(self, audio: torch.Tensor, scene: bool = False) -> torch.Tensor:
+        """audio (n_sounds, n_samples) -> (n_sounds, n_frames, E), or with `scene` the
+        mean over frames (n_sounds, E) without holding every frame in memory."""
+        audio = check_audio(audio, self.sample_rate)
+        n_sounds, n_samples = audio.shape
+        frames = num_frames(n_samples, self.sample_rate)
+        device = self.device
+        shape = (n_sounds, self.timestamp_embedding_size) if scene else \
+            (n_sounds, frames, self.timestamp_embedding_size)
+        out = torch.zeros(shape, device=device, dtype=torch.float32)
+
+        pending: list[tuple[int, int, torch.Tensor, int]] = []  # (sound, frame offset, chunk, valid)
+
+        def flush():
+            wav = torch.stack([p[2] for p in pending]).to(device)
+            lengths = torch.tensor([p[3] for p in pending], device=device)
+            emb = self.select_layer(self.mae.encode(wav, lengths)).float()  # (b, 300, E)
+            for row, (sound, start, _, valid) in enumerate(pending):
+                count = -(-valid // HOP_LENGTH)
+                if scene:
+                    out[sound] += emb[row, :count].sum(0)
+                else:
+                    out[sound, start:start + count] = emb[row, :count]
+            pending.clear()
+
+        for sound in range(n_sounds):
+            start = 0
+            for chunk, valid in self.chunker.chunks(audio[sound]):
+                pending.append((sound, start, chunk, valid))
+                start += -(-valid // HOP_LENGTH)
+                if len(pending) == self.chunk_batch_size:
+                    flush()
+        if pending:
+            flush()
+        return out / frames if scene else out
+
+
+def _parse_layer(layer, num_layers: int):
+    if isinstance(layer, str) and layer.lstrip("-").isdigit():
+        layer = int(layer)
+    if layer == "last":
+        return num_layers - 1
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        if not -num_layers <= layer < num_layers:
+            raise ValueError(f"layer {layer} out of range for {num_layers} encoder layers")
+        return layer % num_layers
+    if layer in LAYER_CHOICES:
+        return layer
+    raise ValueError(f"layer must be an index, or one of {LAYER_CHOICES}; got {layer!r}")
+
+
+def load_model(model_file_path: str = "", sample_rate: int = 48000, layer="last",
+               chunk_batch_size: int = 16) -> HearModel:
+    """HEAR entry point. "" loads the bundled checkpoint; options come from heareval's
+    `--model-options` JSON, e.g. '{"layer": "mean", "sample_rate": 16000}'."""
+    path = Path(model_file_path) if model_file_path else default_checkpoint()
+    mae, _ = load_checkpoint(path)
+    return HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size)
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
+    """-> (embeddings (n_sounds, n_frames, E), timestamps in ms (n_sounds, n_frames))."""
+    embeddings = model.embed(audio)
+    n_sounds, frames = embeddings.shape[:2]
+    centres = (torch.arange(frames, device=embeddings.device, dtype=torch.float32) + 0.5) \
+        * (1000.0 / FRAME_RATE)
+    return embeddings, centres.expand(n_sounds, frames).contiguous()
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
+    """-> (n_sounds, E): the mean over time of the timestamp embeddings."""
+    return model.embed(audio, scene=True)
