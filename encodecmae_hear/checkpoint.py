@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -84,10 +83,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects beyond tensors and plain "
-            f"data (weights_only=True), which could run code ({str(err).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+            f"data (weights_only=True), which could run code ({_one_line(err, 200)})") from None
+    except Exception as err:  # torch raises many kinds on damaged files
         raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or corrupt?): "
-                              f"{str(err).splitlines()[0]}") from None
+                              f"{_one_line(err, 200)}") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(payload).__name__}")
     if payload.get("format") != FORMAT:
@@ -119,7 +118,7 @@ def model_from_payload(payload: dict, path="checkpoint"):
         model.load_state_dict(payload["model"], strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not match the stored config: "
-                              f"{str(err)[:600]}") from None
+                              f"{_one_line(err)}") from None
     return model.float().eval()
 
 
@@ -133,8 +132,12 @@ def tokenizer_from_payload(payload: dict, path="checkpoint"):
         tokenizer.load_state_dict(payload["tokenizer"], strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: tokenizer weights do not fit EnCodec 24 kHz: "
-                              f"{str(err)[:600]}") from None
+                              f"{_one_line(err)}") from None
     return tokenizer
+
+
+def _one_line(err: Exception, limit: int = 600) -> str:
+    return " ".join(str(err).split())[:limit]
 
 
 def load_checkpoint(path: str | os.PathLike):

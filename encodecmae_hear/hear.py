@@ -49,6 +49,7 @@ class HearModel(nn.Module):
         width = mae.config.dim * (mae.num_layers if self.layer == "concat" else 1)
         self.scene_embedding_size = width
         self.timestamp_embedding_size = width
+        self.eval()
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,40 @@
+import math
+
+import pytest
+import torch
+
+from encodecmae_hear.checkpoint import save_checkpoint
+from encodecmae_hear.config import preset
+from encodecmae_hear.model import EncodecMAE
+
+
+def tone_mix(seconds: float, sample_rate: int, seed: int = 0, n: int = 1) -> torch.Tensor:
+    """(n, samples) of random tone mixtures with noise, peak well inside [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(round(seconds * sample_rate))) / sample_rate
+    out = []
+    for _ in range(n):
+        freqs = 100 + 3000 * torch.rand(3, generator=g)
+        wave = sum(torch.sin(2 * math.pi * f * t + 6.28 * torch.rand(1, generator=g)) for f in freqs)
+        wave = wave / 3 * 0.5 + 0.05 * torch.randn(t.shape, generator=g)
+        out.append(wave)
+    return torch.stack(out).float()
+
+
+@pytest.fixture(scope="session")
+def tiny_mel():
+    torch.manual_seed(0)
+    return EncodecMAE(preset("tiny", "mel256")).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_encodec():
+    torch.manual_seed(0)
+    return EncodecMAE(preset("tiny", "encodec")).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_mel):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, tiny_mel, provenance={"trained": False, "notes": "test"})
+    return path

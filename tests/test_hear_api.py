@@ -1,0 +1,156 @@
+"""HEAR rules (SPEC section 6) on a tiny model: shapes, timestamps, rates, independence."""
+import math
+
+import pytest
+import torch
+
+from encodecmae_hear.audio import Chunker
+from encodecmae_hear.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings
+from tests.conftest import tone_mix
+
+
+def expected_frames(n_samples, sample_rate):
+    return math.ceil(math.ceil(n_samples * 24000 / sample_rate) / 320)
+
+
+@pytest.fixture(scope="module")
+def hear_model(tiny_mel):
+    return HearModel(tiny_mel, sample_rate=48000)
+
+
+@pytest.mark.parametrize("seconds", [1.07, 1.98, 4.0, 9.1])
+def test_shapes_dtypes_and_timestamps(hear_model, seconds):
+    audio = tone_mix(seconds, 48000, n=2)
+    emb, ts = get_timestamp_embeddings(audio, hear_model)
+    frames = expected_frames(audio.shape[1], 48000)
+    assert emb.shape == (2, frames, hear_model.timestamp_embedding_size)
+    assert ts.shape == (2, frames)
+    assert emb.dtype == torch.float32 and ts.dtype == torch.float32
+    hops = torch.diff(ts, dim=1)
+    assert torch.all((hops - 1000 / 75).abs() < 1e-3)  # HEAR allows 1 ms
+    assert ts[0, 0].item() == pytest.approx(1000 / 75 / 2)  # centre of the first frame
+    assert ts[0, -1].item() - 1000 / 75 / 2 < 1000 * seconds  # the last frame starts inside the audio
+    scene = get_scene_embeddings(audio, hear_model)
+    assert scene.shape == (2, hear_model.scene_embedding_size)
+    torch.testing.assert_close(scene, emb.mean(1), atol=1e-5, rtol=1e-5)
+
+
+def test_model_attributes(hear_model):
+    assert hear_model.sample_rate == 48000
+    assert isinstance(hear_model.scene_embedding_size, int)
+    assert hear_model.timestamp_embedding_size == hear_model.mae.config.dim
+    assert not hear_model.training
+
+
+def test_batch_independence(hear_model):
+    batch = tone_mix(5.5, 48000, seed=1, n=3)
+    emb, _ = get_timestamp_embeddings(batch, hear_model)
+    for i in range(3):
+        alone, _ = get_timestamp_embeddings(batch[i:i + 1], hear_model)
+        torch.testing.assert_close(emb[i], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_chunk_batch_size_does_not_change_results(tiny_mel):
+    audio = tone_mix(9.0, 16000, seed=2, n=2)
+    a, _ = get_timestamp_embeddings(audio, HearModel(tiny_mel, 16000, chunk_batch_size=1))
+    b, _ = get_timestamp_embeddings(audio, HearModel(tiny_mel, 16000, chunk_batch_size=7))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_determinism(hear_model):
+    audio = tone_mix(2.0, 48000, seed=3)
+    assert torch.equal(get_timestamp_embeddings(audio, hear_model)[0],
+                       get_timestamp_embeddings(audio, hear_model)[0])
+
+
+def test_no_tail_is_dropped(hear_model):
+    # 4 s + 50 ms: the second chunk holds only 50 ms and must still give frames.
+    audio = tone_mix(4.05, 48000, seed=4)
+    emb, ts = get_timestamp_embeddings(audio, hear_model)
+    assert emb.shape[1] == expected_frames(audio.shape[1], 48000) == 304
+    assert torch.isfinite(emb).all() and emb[0, -1].abs().sum() > 0
+
+
+def test_long_sound_first_window_matches_the_window_alone(hear_model):
+    audio = tone_mix(6.0, 48000, seed=5)
+    long_emb, _ = get_timestamp_embeddings(audio, hear_model)
+    first, _ = get_timestamp_embeddings(audio[:, :4 * 48000], hear_model)
+    # Equal but for resampling context at the window's very end.
+    torch.testing.assert_close(long_emb[:, :300], first, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 32000, 44100, 48000])
+def test_every_hear_rate_is_resampled_to_24k(rate):
+    def tones(sr, seconds):
+        t = torch.arange(int(seconds * sr), dtype=torch.float64) / sr
+        return (0.4 * torch.sin(2 * math.pi * 440 * t) + 0.2 * torch.sin(2 * math.pi * 1250 * t)).float()
+
+    chunker = Chunker(rate)
+    pieces = [chunk[:valid] for chunk, valid in chunker.chunks(tones(rate, 9.0))]
+    assert [p.shape[0] for p in pieces] == [96000, 96000, 24000]
+    at_24k = torch.cat(pieces)
+    interior = slice(2400, -2400)  # away from the filter's edge effects
+    assert (at_24k[interior] - tones(24000, 9.0)[interior]).abs().max() < 2e-3
+
+
+def test_non_hear_rate_is_refused(tiny_mel):
+    with pytest.raises(ValueError, match="HEAR rates"):
+        HearModel(tiny_mel, sample_rate=24000)
+
+
+def test_layer_options(tiny_mel):
+    audio = tone_mix(1.5, 48000, seed=6)
+    per_layer = [get_timestamp_embeddings(audio, HearModel(tiny_mel, layer=i))[0]
+                 for i in range(tiny_mel.num_layers)]
+    last = HearModel(tiny_mel, layer="last")
+    torch.testing.assert_close(get_timestamp_embeddings(audio, last)[0], per_layer[-1])
+    assert not torch.allclose(per_layer[0], per_layer[-1])
+    mean = HearModel(tiny_mel, layer="mean")
+    torch.testing.assert_close(get_timestamp_embeddings(audio, mean)[0],
+                               torch.stack(per_layer).mean(0), atol=1e-6, rtol=1e-6)
+    concat = HearModel(tiny_mel, layer="concat")
+    assert concat.timestamp_embedding_size == concat.scene_embedding_size == 64 * tiny_mel.num_layers
+    out = get_timestamp_embeddings(audio, concat)[0]
+    assert out.shape[-1] == concat.timestamp_embedding_size
+    torch.testing.assert_close(out, torch.cat(per_layer, -1))
+    assert HearModel(tiny_mel, layer="-2").layer == 0
+    for bad in (5, -3, "first", 1.5):
+        with pytest.raises(ValueError, match="layer"):
+            HearModel(tiny_mel, layer=bad)
+
+
+BAD_INPUTS = [
+    (lambda: torch.zeros(48000), "shape"),
+    (lambda: torch.zeros(1, 1, 48000), "shape"),
+    (lambda: torch.zeros(2, 48000, dtype=torch.int16), "floating point"),
+    (lambda: torch.zeros(0, 48000), "empty"),
+    (lambda: torch.zeros(2, 0), "empty"),
+    (lambda: torch.zeros(1, 100), "shorter than one frame"),
+    (lambda: torch.full((1, 48000), float("nan")), "NaN"),
+    (lambda: torch.full((1, 48000), float("inf")), "NaN or infinite"),
+    (lambda: torch.full((1, 48000), 12000.0), r"\[-1, 1\]"),
+    (lambda: [[0.0] * 48000], "torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("make, message", BAD_INPUTS)
+def test_bad_input_is_refused_clearly(hear_model, make, message):
+    with pytest.raises(ValueError, match=message):
+        get_timestamp_embeddings(make(), hear_model)
+    with pytest.raises(ValueError, match=message):
+        get_scene_embeddings(make(), hear_model)
+
+
+def test_float64_input_is_accepted(hear_model):
+    audio = tone_mix(1.0, 48000, seed=7)
+    torch.testing.assert_close(get_scene_embeddings(audio.double(), hear_model),
+                               get_scene_embeddings(audio, hear_model))
+
+
+def test_encodec_frontend_through_the_hear_path(tiny_encodec):
+    model = HearModel(tiny_encodec, sample_rate=16000)
+    audio = tone_mix(4.5, 16000, seed=8, n=2)
+    emb, ts = get_timestamp_embeddings(audio, model)
+    assert emb.shape == (2, expected_frames(audio.shape[1], 16000), 64)
+    alone, _ = get_timestamp_embeddings(audio[1:], model)
+    torch.testing.assert_close(emb[1], alone[0], atol=1e-5, rtol=1e-5)

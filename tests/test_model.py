@@ -1,0 +1,163 @@
+"""Architecture facts of SPEC section 2: sizes, frames, positions, ResiDual, masking."""
+import math
+
+import pytest
+import torch
+
+from encodecmae_hear.config import CODEBOOK_WEIGHTS, ModelConfig, preset
+from encodecmae_hear.frontend import EncodecFrontend, MelFrontend
+from encodecmae_hear.masking import span_mask
+from encodecmae_hear.model import EncodecMAE
+from encodecmae_hear.params import breakdown, count_parameters, encoder_paper_count
+from encodecmae_hear.transformer import MultiHeadAttention, SinusoidalPositions, TransformerStack
+
+
+def test_paper_sizes_follow_from_the_counting_rule():
+    # The rule (FFN per layer, plus final norm) matched against real unshared modules.
+    for name, paper_millions in (("small", 43), ("base", 86)):
+        cfg = preset(name)
+        stack = TransformerStack(cfg.dim, cfg.encoder_layers, cfg.encoder_heads, cfg.ff_dim,
+                                 share_ffn=False)
+        assert count_parameters(stack) == encoder_paper_count(cfg)
+        assert math.floor(encoder_paper_count(cfg) / 1e6) == paper_millions
+    assert round(encoder_paper_count(preset("small")) / 1e6, 2) == 43.29
+    assert round(encoder_paper_count(preset("base")) / 1e6, 2) == 86.59
+    # Large: the same rule gives 251.5M, not the paper's 261M (see README).
+    assert round(encoder_paper_count(preset("large")) / 1e6, 1) == 251.5
+
+
+def test_stored_parameter_counts_match_the_released_models():
+    # SPEC: unique stored parameters with a shared FFN, EnCodec frontend.
+    small = breakdown(EncodecMAE(preset("small", "encodec")))
+    assert round(small["total"] / 1e6, 1) == 43.5
+    assert round(small["frontend"] / 1e6, 2) == 7.43
+    assert round(small["decoder"] / 1e6, 1) == 11.0
+    assert round(small["head"] / 1e6, 2) == 6.30
+    base = breakdown(EncodecMAE(preset("base", "encodec")))
+    assert round(base["total"] / 1e6, 1) == 55.4
+    assert round(base["encoder"] / 1e6, 1) == 29.9
+
+
+def test_shared_ffn_is_one_module_per_stack():
+    model = EncodecMAE(preset("tiny"))
+    ffns = {id(layer.ffn) for layer in model.encoder.layers}
+    assert len(ffns) == 1
+    unshared = EncodecMAE(preset("tiny", share_ffn=False))
+    assert len({id(layer.ffn) for layer in unshared.encoder.layers}) == unshared.config.encoder_layers
+
+
+def test_large_attention_uses_85_dim_heads():
+    att = MultiHeadAttention(1024, 12)
+    assert att.wq.weight.shape == (1020, 1024) and att.wo.weight.shape == (1024, 1020)
+
+
+@pytest.mark.parametrize("seconds, ec_frames, mel_frames", [(4.0, 300, 300), (1.3, 98, 97)])
+def test_frame_counts(tiny_encodec, seconds, ec_frames, mel_frames):
+    wav = torch.randn(1, int(seconds * 24000)) * 0.1
+    assert tiny_encodec.frontend(wav).shape == (1, ec_frames, 128)
+    assert EncodecFrontend.num_frames(wav.shape[1]) == ec_frames
+    assert MelFrontend()(wav).shape == (1, mel_frames, 256)
+    assert MelFrontend.num_frames(wav.shape[1]) == mel_frames
+
+
+def test_mel_frontend_normalisation():
+    from torchaudio.compliance.kaldi import fbank
+    wav = torch.randn(1, 24000) * 0.1
+    raw = fbank(wav, sample_frequency=24000, num_mel_bins=256, frame_length=26.56,
+                frame_shift=13.28, window_type="hanning", low_freq=20, high_freq=0,
+                htk_compat=True, use_energy=False, dither=0.0)
+    torch.testing.assert_close(MelFrontend()(wav)[0], (raw + 6.12) / 4.82)
+
+
+def test_sinusoidal_positions():
+    pos = SinusoidalPositions(8)
+    with torch.no_grad():
+        pos.scale.fill_(2.0)
+    out = pos(torch.zeros(1, 5, 8))[0]
+    for p in range(5):
+        for i in range(4):
+            angle = p / 10000 ** (2 * i / 8)
+            assert out[p, 2 * i].item() == pytest.approx(2 * math.sin(angle), abs=1e-5)
+            assert out[p, 2 * i + 1].item() == pytest.approx(2 * math.cos(angle), abs=1e-5)
+
+
+def _manual_attention(att: MultiHeadAttention, x, padding):
+    """Written out with explicit softmax: channel c of each projection is head c mod H."""
+    b, t, _ = x.shape
+    h, hd = att.heads, att.head_dim
+    q = (x @ att.wq.weight.T).view(b, t, hd, h)
+    k = (x @ att.wk.weight.T).view(b, t, hd, h)
+    v = (x @ att.wv.weight.T).view(b, t, hd, h)
+    logits = torch.einsum("bqdh,bkdh->bhqk", q, k) * hd ** -0.5
+    logits = logits + padding[:, None, None, :].float() * -1e9
+    out = torch.einsum("bhqk,bkdh->bqdh", logits.softmax(-1), v).reshape(b, t, hd * h)
+    return out @ att.wo.weight.T
+
+
+def test_residual_stack_matches_the_written_out_equations():
+    torch.manual_seed(0)
+    stack = TransformerStack(16, 3, 4, 32, share_ffn=True)
+    x = torch.randn(2, 7, 16)
+    padding = torch.tensor([[False] * 7, [False] * 5 + [True] * 2])
+    x0 = x1 = x
+    for layer in stack.layers:
+        att = _manual_attention(layer.attention, x0, padding)
+        x0, x1 = layer.norm1(x0 + att), x1 + att
+        ff = layer.ffn(x0)
+        x0, x1 = layer.norm2(x0 + ff), x1 + ff
+    expected = x0 + stack.final_norm(x1)
+    torch.testing.assert_close(stack(x, padding), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_span_mask_counts_spans_and_seed():
+    lengths = torch.tensor([300, 211, 40, 14])
+    mask = span_mask(lengths, 300, 0.5, 15, torch.Generator().manual_seed(3))
+    assert mask.sum(1).tolist() == [150, 105, 20, 7]
+    for row, length in zip(mask, lengths):
+        assert not row[length:].any()
+    again = span_mask(lengths, 300, 0.5, 15, torch.Generator().manual_seed(3))
+    other = span_mask(lengths, 300, 0.5, 15, torch.Generator().manual_seed(4))
+    assert torch.equal(mask, again) and not torch.equal(mask, other)
+    # Masked frames come in runs: far fewer runs than masked frames in a long sequence.
+    runs = int((mask[0, 1:] & ~mask[0, :-1]).sum() + mask[0, 0])
+    assert runs <= 150 / 15 + 1
+
+
+class _FixedFeatures(torch.nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.features = features
+
+    def forward(self, wav):
+        return self.features
+
+
+def test_prediction_ignores_masked_frames():
+    """MAE property: the encoder sees only visible frames, the decoder zeros at masked ones."""
+    torch.manual_seed(0)
+    model = EncodecMAE(preset("tiny")).eval()
+    feats = torch.randn(2, 60, 256)
+    model.frontend = _FixedFeatures(feats)
+    wav = torch.zeros(2, 60 * 320)
+    out = model(wav, generator=torch.Generator().manual_seed(7))
+    changed = feats.clone()
+    changed[out["masked"]] += 5.0
+    model.frontend = _FixedFeatures(changed)
+    out2 = model(wav, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(out["masked"], out2["masked"])
+    torch.testing.assert_close(out["logits"], out2["logits"])
+    changed[~out["masked"]] += 5.0  # visible frames do matter
+    out3 = model(wav, generator=torch.Generator().manual_seed(7))
+    assert not torch.allclose(out["logits"], out3["logits"])
+
+
+def test_codebook_weights_and_config_round_trip():
+    assert CODEBOOK_WEIGHTS == (0.22407463, 0.1759858, 0.14499009, 0.12150037,
+                                0.10315603, 0.08831368, 0.07608274, 0.06589669)
+    cfg = preset("base", "encodec")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.masked_loss_weight == 0.9 and cfg.mask_prop == 0.5 and cfg.mask_span == 15
+    with pytest.raises(ValueError, match="frontend"):
+        preset("base", "spectrogram")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        ModelConfig.from_dict({**cfg.to_dict(), "colour": "red"})
