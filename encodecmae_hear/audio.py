@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 import torchaudio
 
-from .config import CHUNK_SAMPLES, HOP_LENGTH, SAMPLE_RATE
+from .config import CHUNK_SAMPLES, FRAME_RATE, HOP_LENGTH, SAMPLE_RATE
 
 HEAR_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
 MAX_ABS_AMPLITUDE = 2.0  # beyond this the input is not [-1, 1] audio (e.g. int16 scale)
@@ -51,10 +51,13 @@ def check_audio(audio, sample_rate: int) -> torch.Tensor:
 
 
 def num_frames(num_samples: int, sample_rate: int) -> int:
-    """Frames (75/s) the HEAR API returns for a sound of `num_samples` at `sample_rate`:
-    ceil(L / 320), where L = ceil(num_samples * 24000 / sample_rate) is the resampled
-    length. Frame i covers [320 i, 320 (i + 1)) at 24 kHz; its timestamp is its centre."""
-    return math.ceil(resampled_length(num_samples, sample_rate) / HOP_LENGTH)
+    """Frames (75/s) the HEAR API returns for `num_samples` at `sample_rate`: every frame
+    whose centre lies inside the audio, round(num_samples * 75 / sample_rate) rounding
+    halves up. Frame i covers [320 i, 320 (i + 1)) at 24 kHz and is stamped with its
+    centre; HEAR refuses timestamps past the end of the audio, so a last partial frame
+    whose centre would lie outside is not returned (its < 6.7 ms of audio is still
+    seen by the frames before it)."""
+    return (2 * num_samples * round(FRAME_RATE) + sample_rate) // (2 * sample_rate)
 
 
 def resampled_length(num_samples: int, sample_rate: int) -> int:

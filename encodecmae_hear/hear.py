@@ -74,14 +74,13 @@ class HearModel(nn.Module):
             (n_sounds, frames, self.timestamp_embedding_size)
         out = torch.zeros(shape, device=device, dtype=torch.float32)
 
-        pending: list[tuple[int, int, torch.Tensor, int]] = []  # (sound, frame offset, chunk, valid)
+        pending: list[tuple[int, int, torch.Tensor, int]] = []  # (sound, first frame, chunk, frames)
 
         def flush():
             wav = torch.stack([p[2] for p in pending]).to(device)
-            lengths = torch.tensor([p[3] for p in pending], device=device)
+            lengths = torch.tensor([p[3] * HOP_LENGTH for p in pending], device=device)
             emb = self.select_layer(self.mae.encode(wav, lengths)).float()  # (b, 300, E)
-            for row, (sound, start, _, valid) in enumerate(pending):
-                count = -(-valid // HOP_LENGTH)
+            for row, (sound, start, _, count) in enumerate(pending):
                 if scene:
                     out[sound] += emb[row, :count].sum(0)
                 else:
@@ -91,8 +90,11 @@ class HearModel(nn.Module):
         for sound in range(n_sounds):
             start = 0
             for chunk, valid in self.chunker.chunks(audio[sound]):
-                pending.append((sound, start, chunk, valid))
-                start += -(-valid // HOP_LENGTH)
+                count = min(-(-valid // HOP_LENGTH), frames - start)
+                if count <= 0:  # only a sliver past the last frame centre is left
+                    break
+                pending.append((sound, start, chunk, count))
+                start += count
                 if len(pending) == self.chunk_batch_size:
                     flush()
         if pending:
@@ -127,9 +129,9 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
     """-> (embeddings (n_sounds, n_frames, E), timestamps in ms (n_sounds, n_frames))."""
     embeddings = model.embed(audio)
     n_sounds, frames = embeddings.shape[:2]
-    centres = (torch.arange(frames, device=embeddings.device, dtype=torch.float32) + 0.5) \
-        * (1000.0 / FRAME_RATE)
-    return embeddings, centres.expand(n_sounds, frames).contiguous()
+    # float64 arithmetic, so that hour-long sounds keep sub-millisecond stamps
+    centres = ((torch.arange(frames, dtype=torch.float64) + 0.5) * (1000.0 / FRAME_RATE)).float()
+    return embeddings, centres.to(embeddings.device).expand(n_sounds, frames).contiguous()
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
