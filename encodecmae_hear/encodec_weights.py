@@ -16,12 +16,15 @@ ENV_VAR = "ENCODECMAE_ENCODEC_WEIGHTS"
 OFFICIAL_FILE = "encodec_24khz-d7cc33bc.th"
 
 
-def build_encodec(weights: str | os.PathLike | None = None):
-    """Returns `encodec.EncodecModel` (24 kHz). Never touches the network."""
+def build_encodec(weights: str | os.PathLike | None = None, seed: int = 0):
+    """Returns `encodec.EncodecModel` (24 kHz). Never touches the network. Without
+    `weights` its random initialisation is drawn from `seed`, so untrained EnCodecs
+    built anywhere (a frontend, a tokenizer, another run) are the same network."""
     from encodec import EncodecModel
 
-    with warnings.catch_warnings():  # encodec uses the deprecated weight_norm helper
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.simplefilter("ignore")  # encodec uses the deprecated weight_norm helper
+        torch.manual_seed(seed)
         model = EncodecModel.encodec_model_24khz(pretrained=False)
     if weights is not None:
         path = Path(weights)

@@ -59,14 +59,15 @@ class EncodecTokenizer(nn.Module):
         """
         from sklearn.cluster import KMeans
 
-        latents = self.latents(wav)  # (B, 128, T)
+        latents = torch.cat([self.latents(w) for w in wav.split(16)])  # (B, 128, T), bounded memory
         residual = latents.transpose(1, 2).reshape(-1, latents.shape[1]).double()  # (B*T, 128)
         if residual.shape[0] < 1024:
             raise ValueError(f"fit_codebooks needs >= 1024 frames (~14 s of audio), "
                              f"got {residual.shape[0]}")
         for index, layer in enumerate(self.quantizer.vq.layers[:NUM_CODEBOOKS]):
             codebook = layer._codebook
-            kmeans = KMeans(codebook.codebook_size, n_init=1, max_iter=kmeans_iters,
+            # Random initial centroids, as EnCodec's own k-means (k-means++ is far slower).
+            kmeans = KMeans(codebook.codebook_size, init="random", n_init=1, max_iter=kmeans_iters,
                             random_state=seed + index).fit(residual.numpy())
             centroids = torch.from_numpy(kmeans.cluster_centers_).to(codebook.embed.dtype)
             counts = torch.bincount(torch.from_numpy(kmeans.labels_).long(),
