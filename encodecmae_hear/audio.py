@@ -39,11 +39,11 @@ def check_audio(audio, sample_rate: int) -> torch.Tensor:
                          f"{sample_rate} Hz; need at least {min_samples} "
                          f"({1000 / 75:.1f} ms)")
     audio = audio.float()
-    finite = torch.isfinite(audio)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
+    low, high = torch.aminmax(audio)  # NaN propagates; no full-size temporaries
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        bad = int((~torch.isfinite(audio)).sum())
         raise ValueError(f"audio contains {bad} NaN or infinite values")
-    peak = float(audio.abs().max())
+    peak = max(-float(low), float(high))
     if peak > MAX_ABS_AMPLITUDE:
         raise ValueError(f"audio must be in [-1, 1]; its peak is {peak:.4g}. Is it integer-"
                          f"scaled? (int16 audio: divide by 32768)")
