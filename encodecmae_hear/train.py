@@ -1,0 +1,351 @@
+"""The training loop, shared by pretraining and self-training (one process per GPU).
+
+    for step in range(start, steps):
+        for each of `accum` micro-batches:  out = model(wav); loss = objective(out)
+        clip gradients; AdamW step; log; checkpoint every N steps and on SIGTERM/SIGINT
+
+Launch with `python -m encodecmae_hear pretrain ...` on one device, or with
+`torchrun --nproc_per_node=G -m encodecmae_hear pretrain ...` for DDP (rank 0 writes
+checkpoints and logs). What is random per step (crops, masks) is seeded by the step,
+so a run stopped and resumed reaches the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import save_checkpoint
+from .config import CHUNK_SECONDS, SAMPLE_RATE
+from .data import make_loader
+from .provenance import base_record
+from .training_state import checkpoint_path, prune_checkpoints, rng_state, set_rng_state
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str
+    steps: int = 500_000
+    batch_size: int = 128         # global batch: processes x micro-batch x accumulation
+    micro_batch: int = 0          # per process and forward pass; 0 = batch_size / processes
+    crop_seconds: float = CHUNK_SECONDS
+    lr: float = 1e-4
+    betas: tuple = (0.9, 0.95)
+    weight_decay: float = 0.05
+    warmup_steps: int = 1000
+    schedule: str = "constant"    # the reference's; or "cosine" down to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0        # max global grad norm; 0 disables
+    precision: str = "auto"       # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
+    compile: bool = False
+    seed: int = 42
+    workers: int = 4
+    prefetch: int = 4
+    checkpoint_every: int = 1000
+    keep: int = 3
+    log_every: int = 10
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class Process:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_process() -> Process:
+    """Reads torchrun's environment; starts the process group once (nccl or gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=1))
+    return Process(rank, world, local_rank, device)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    low = cfg.lr * cfg.min_lr_ratio
+    return low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return name
+
+
+class StopSignal:
+    """SIGTERM/SIGINT ask the loop to checkpoint and stop; a second SIGINT interrupts."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def close(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+
+class MetricsLog:
+    """JSONL (always) and TensorBoard (when installed) on rank 0."""
+
+    def __init__(self, run_dir: Path, resume_step: int, enabled: bool):
+        self.enabled, self.path, self.tb = enabled, run_dir / "metrics.jsonl", None
+        if not enabled:
+            return
+        if self.path.exists():  # drop records of steps that the resumed run redoes
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            pass
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, record["step"])
+
+
+def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, tokenizer=None,
+          resume: dict | None = None, log=print) -> str:
+    """Trains `model` on `source` until cfg.steps or a stop signal.
+    Returns "done" or the name of the signal that stopped it."""
+    proc = init_process()
+    run_dir = Path(cfg.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    micro = cfg.micro_batch or cfg.batch_size // proc.world
+    accum = cfg.batch_size // (micro * proc.world)
+    if micro < 1 or accum * micro * proc.world != cfg.batch_size:
+        raise ValueError(f"batch size {cfg.batch_size} is not processes ({proc.world}) x "
+                         f"micro-batch ({micro}) x a whole number of accumulation steps")
+    precision = resolve_precision(cfg.precision, proc.device)
+    model.to(proc.device).train()
+    objective.to(proc.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),
+                                  weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(proc.device.type, enabled=precision == "fp16")
+    step, skipped_files = 0, 0
+    if resume is not None:
+        state = resume["training"]
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, skipped_files = state["step"], state.get("skipped_files", 0)
+        set_rng_state(state["rng"])
+        log(f"resumed at step {step}")
+    net = model
+    if proc.world > 1:
+        ids = [proc.local_rank] if proc.device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    forward = torch.compile(net) if cfg.compile else net
+    autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16 if precision == "bf16"
+                              else torch.float16, enabled=precision in ("bf16", "fp16"))
+    loader = make_loader(source, micro, proc.rank, proc.world, cfg.seed, step * accum,
+                         cfg.workers, cfg.prefetch, pin_memory=proc.device.type == "cuda")
+    batches = iter(loader)
+    stop = StopSignal()
+    metrics_log = MetricsLog(run_dir, step, proc.main)
+    mask_rng = torch.Generator()
+    provenance = {**provenance, "precision": precision, "world_size": proc.world,
+                  "train_config": dataclasses.asdict(cfg)}
+
+    def save(at_step: int) -> None:
+        if not proc.main:
+            return
+        training = {"step": at_step, "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": rng_state(),
+                    "data": {"micro_batches_per_process": at_step * accum, "micro_batch": micro,
+                             "world_size": proc.world, "seed": cfg.seed},
+                    "objective": objective.state_dict(), "skipped_files": skipped_files}
+        record = {**provenance, "steps": at_step, "samples_seen": at_step * cfg.batch_size}
+        save_checkpoint(checkpoint_path(run_dir, at_step), model, tokenizer=tokenizer,
+                        provenance=record, training=training)
+        prune_checkpoints(run_dir, cfg.keep)
+
+    from tqdm import tqdm
+    bar = tqdm(total=cfg.steps, initial=step, disable=not proc.main, unit="step",
+               dynamic_ncols=True, mininterval=2.0)
+    window_start, window_steps, status = time.perf_counter(), 0, "done"
+    while step < cfg.steps:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        totals: dict[str, torch.Tensor] = {}
+        for micro_step in range(accum):
+            batch = next(batches)
+            for name in batch["failed"]:
+                log(f"warning: skipped unreadable audio: {name}")
+            skipped_files += len(batch["failed"])
+            wav, lengths, weight = batch["wav"], batch["lengths"], 1.0
+            if wav.shape[0] == 0:  # every file failed: a zero-weight pass keeps DDP in step
+                n = int(cfg.crop_seconds * SAMPLE_RATE)
+                wav, lengths, weight = torch.zeros(1, n), torch.tensor([n]), 0.0
+            wav = wav.to(proc.device, non_blocking=True)
+            lengths = lengths.to(proc.device, non_blocking=True)
+            # Masks are seeded by the global micro-batch index: G processes x A accumulation
+            # steps see the same masks (and crops) as one process with G x A accumulation.
+            mask_rng.manual_seed(cfg.seed * 1_000_003 + (step * accum + micro_step) * proc.world + proc.rank)
+            last = micro_step == accum - 1
+            with nullcontext() if last or proc.world == 1 else net.no_sync():
+                with autocast:
+                    out = forward(wav, lengths, generator=mask_rng)
+                targets = objective.targets(wav, lengths, out)
+                metrics = objective.loss(out, targets)
+                scaler.scale(metrics["loss"] * (weight / accum)).backward()
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value.detach().float() / accum
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
+        # One sync per step: the loss must be finite everywhere, and all stop together.
+        check = torch.stack([totals["loss"], torch.tensor(float(stop.received is not None),
+                                                          device=totals["loss"].device)])
+        if proc.world > 1:
+            dist.all_reduce(check)
+        if not math.isfinite(float(check[0])):
+            stop.close()
+            raise NonFiniteLoss(f"loss is {float(totals['loss'])} at step {step} (lr {lr:.3g}); "
+                                f"the last checkpoint in {run_dir} is intact. Lower the lr, "
+                                f"raise warmup, or try --precision fp32 / bf16")
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_steps += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            seconds = time.perf_counter() - window_start
+            record = {"step": step, "lr": lr, "grad_norm": float(grad_norm),
+                      **{k: float(v) for k, v in totals.items()},
+                      "steps_per_s": window_steps / seconds,
+                      "samples_per_s": window_steps * cfg.batch_size / seconds,
+                      "audio_hours_seen": step * cfg.batch_size * cfg.crop_seconds / 3600,
+                      "skipped_files": skipped_files, "time": time.time()}
+            metrics_log.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['masked_accuracy']:.3f}",
+                            sps=f"{record['samples_per_s']:.1f}", refresh=False)
+            window_start, window_steps = time.perf_counter(), 0
+        if float(check[1]) > 0:
+            status = stop.received or "SIGTERM"
+            log(f"{status}: saving step {step} and stopping")
+            save(step)
+            break
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save(step)
+    bar.close()
+    stop.close()
+    if proc.world > 1:
+        dist.barrier()
+    return status
+
+
+def run_logger(run_dir, proc: Process):
+    """Rank 0 prints (above the progress bar) and appends to run_dir/train.log."""
+    from tqdm import tqdm
+
+    path = Path(run_dir) / "train.log"
+
+    def log(message: str) -> None:
+        if proc.main:
+            tqdm.write(message)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} {message}\n")
+    return log
+
+
+def add_training_arguments(parser, steps: int) -> None:
+    """Options of the loop, shared by `pretrain` and `selftrain`."""
+    d = TrainConfig(out_dir="")
+    parser.add_argument("--data", required=True,
+                        help="manifest .jsonl (see `manifest`), or a folder / glob of .tar shards")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, model.pt")
+    parser.add_argument("--steps", type=int, default=steps, help="optimizer steps in total")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="global batch (processes x micro-batch x accumulation)")
+    parser.add_argument("--micro-batch", type=int, default=0,
+                        help="crops per process per forward pass (0: no accumulation)")
+    parser.add_argument("--crop-seconds", type=float, default=d.crop_seconds,
+                        help="length of the random training crops (the paper: 4 s)")
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default=d.schedule)
+    parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="0 disables")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=d.precision)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--workers", type=int, default=d.workers, help="data-loader processes")
+    parser.add_argument("--prefetch", type=int, default=d.prefetch, help="batches per worker in flight")
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    parser.add_argument("--keep", type=int, default=d.keep, help="step checkpoints to keep")
+    parser.add_argument("--log-every", type=int, default=d.log_every)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest readable checkpoint in --out (if any)")
+
+
+def find_resume(args, proc: Process, log=print) -> dict | None:
+    """The payload to resume from (with --resume), refusing to overwrite a run without it."""
+    from .training_state import latest_checkpoint, list_checkpoints
+
+    if not args.resume:
+        if list_checkpoints(args.out):
+            raise SystemExit(f"{args.out} already holds checkpoints: pass --resume to continue "
+                             f"that run, or choose another --out")
+        return None
+    found = latest_checkpoint(args.out, log=log)
+    if found is None:
+        log(f"--resume: no checkpoint in {args.out} yet; starting a new run")
+        return None
+    log(f"resuming from {found[0]}")
+    return found[1]
+
+
+def config_from_args(args) -> TrainConfig:
+    return TrainConfig(
+        out_dir=args.out, steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch,
+        crop_seconds=args.crop_seconds,
+        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        schedule=args.schedule, grad_clip=args.grad_clip, precision=args.precision,
+        compile=args.compile, seed=args.seed, workers=args.workers, prefetch=args.prefetch,
+        checkpoint_every=args.checkpoint_every, keep=args.keep, log_every=args.log_every)
