@@ -15,6 +15,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("encodecmae_hear.demo", "validate the bundled model and time embeddings on generated clips"),
     "info": ("encodecmae_hear.info", "print a checkpoint's config, provenance and parameter counts"),
     "init": ("encodecmae_hear.init_checkpoint", "write an untrained checkpoint for a preset"),
+    "manifest": ("encodecmae_hear.manifest", "scan audio folders into a training manifest (and tar shards)"),
+    "pretrain": ("encodecmae_hear.pretrain", "pretrain EnCodecMAE (EnCodec targets); torchrun for several GPUs"),
+    "selftrain": ("encodecmae_hear.selftrain", "self-train a pretrained model on k-means ids of its own features"),
 }
 
 
