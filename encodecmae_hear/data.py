@@ -164,10 +164,12 @@ class ShardSource(IterableDataset):
         if len(self.shards) < slots:
             raise ValueError(f"{len(self.shards)} shards cannot feed {self.world} processes x "
                              f"{workers} workers; write more shards or use fewer workers")
-        slot = self.rank * workers + worker
-        # The DataLoader takes batches from workers in turn: this worker made batches
-        # start, start + workers, ... so it skips that many samples (headers only).
-        self._skip = max(0, (self.start - worker + workers - 1) // workers) * self.micro
+        # The DataLoader takes batches from workers in turn, beginning with worker 0. When
+        # resuming at micro-batch `start`, worker w plays the part of the worker that made
+        # batch start + w, and skips (reading headers only) the batches that one made.
+        role = (worker + self.start) % workers
+        slot = self.rank * workers + role
+        self._skip = (self.start - role + workers - 1) // workers * self.micro
         epoch = 0
         while True:
             order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(

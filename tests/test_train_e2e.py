@@ -1,0 +1,113 @@
+"""End to end on generated audio: pretrain, stop with SIGTERM and resume bit-for-bit,
+DDP on two CPU processes, then self-train with lineage and a corrupt file in the corpus."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from encodecmae_hear.checkpoint import load_checkpoint, read_checkpoint
+from encodecmae_hear.cli import main
+from tests.train_helpers import ROOT, cli, metrics, run_cli, tiny_args, write_corpus, write_manifest
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    return write_manifest(folder / "m.jsonl", write_corpus(folder / "audio"))
+
+
+@pytest.fixture(scope="module")
+def run_a(corpus, tmp_path_factory):
+    """An uninterrupted 4-step tiny pretraining run (the reference for the others)."""
+    out = tmp_path_factory.mktemp("runs") / "A"
+    run_cli("pretrain", *tiny_args(corpus, out, 4))
+    return out
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretrain_writes_a_loadable_model_with_its_targets_recorded(run_a):
+    model, payload = load_checkpoint(run_a / "model.pt")
+    assert payload["provenance"]["targets"] == "encodec-untrained-kmeans"
+    assert payload["provenance"]["steps"] == 4 and payload["training"] == {}
+    assert payload["tokenizer"] is not None
+    records = metrics(run_a)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert {"masked_loss_s7", "unmasked_accuracy", "grad_norm", "lr", "samples_per_s"} <= set(records[0])
+    assert model.encode(torch.randn(1, 24000) * 0.1)[-1].shape == (1, 74, 64)  # mel: 74 frames in 1 s
+
+
+def test_sigterm_then_resume_reaches_the_same_weights(run_a, corpus, tmp_path):
+    out = tmp_path / "B"
+    proc = cli("pretrain", *tiny_args(corpus, out, 4))
+    deadline = time.time() + 180
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, log[-3000:]
+    stopped = sorted(out.glob("step-*.pt"))
+    assert len(stopped) == 1 and stopped[0].name < "step-000000004.pt"  # stopped early
+    assert not (out / "model.pt").exists()
+    run_cli("pretrain", *tiny_args(corpus, out, 4), "--resume")
+    a = read_checkpoint(run_a / "step-000000004.pt")
+    b = read_checkpoint(out / "step-000000004.pt")
+    assert _same_state(a["model"], b["model"])
+    assert _same_state(a["tokenizer"], b["tokenizer"])
+    assert a["training"]["optimizer"]["state"].keys() == b["training"]["optimizer"]["state"].keys()
+    for key, state in a["training"]["optimizer"]["state"].items():
+        assert _same_state(state, b["training"]["optimizer"]["state"][key])
+    assert [r["loss"] for r in metrics(run_a)] == [r["loss"] for r in metrics(out)]
+
+
+def test_refuses_to_overwrite_a_run_without_resume(run_a, corpus):
+    with pytest.raises(SystemExit, match="--resume"):
+        main(["pretrain", *tiny_args(corpus, run_a, 4)])
+
+
+def test_ddp_on_two_processes_equals_one_process_with_accumulation(run_a, corpus, tmp_path):
+    # Global batch 4 as 2 processes x 2 crops, against run A: 1 process x 2 crops x 2 steps.
+    out = tmp_path / "ddp"
+    args = tiny_args(corpus, out, 4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", "-m", "encodecmae_hear", "pretrain", *args],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    ddp = read_checkpoint(out / "step-000000004.pt")
+    assert ddp["provenance"]["world_size"] == 2
+    single = read_checkpoint(run_a / "step-000000004.pt")
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=0, atol=1e-6)
+
+
+def test_selftrain_keeps_lineage_and_skips_a_corrupt_file(run_a, tmp_path):
+    files = write_corpus(tmp_path / "audio", [(f"{i}.wav", 24000, 1.0, 1) for i in range(4)])
+    manifest = write_manifest(tmp_path / "m.jsonl", files)
+    files[2].write_bytes(b"\x00corrupt" * 64)  # breaks after the scan
+    out = tmp_path / "st"
+    assert main(["selftrain", "--from", str(run_a / "model.pt"), "--data", str(manifest),
+                 "--out", str(out), "--steps", "2", "--batch-size", "4", "--crop-seconds", "1",
+                 "--workers", "0", "--clusters", "16", "--kmeans-clips", "3", "--log-every", "1"]) == 0
+    student, payload = load_checkpoint(out / "model.pt")
+    teacher, parent = load_checkpoint(run_a / "model.pt")
+    assert (student.config.num_streams, student.config.num_tokens) == (1, 16)
+    lineage = payload["provenance"]["lineage"]["parent"]
+    assert lineage["path"] == str((run_a / "model.pt").resolve())
+    assert lineage["provenance"] == parent["provenance"]
+    assert payload["provenance"]["kmeans"]["clusters"] == 16
+    assert payload["provenance"]["targets"] == "kmeans-teacher-features"
+    # The student started from the teacher: 2 small steps away from it.
+    w_student, w_teacher = student.encoder.layers[0].attention.wq.weight, teacher.encoder.layers[0].attention.wq.weight
+    assert (w_student - w_teacher).abs().max() < 1e-3
+    assert [r["skipped_files"] for r in metrics(out)] == [1, 2]
+    assert "skipped unreadable audio" in (out / "train.log").read_text()
+    centroids = read_checkpoint(out / "step-000000002.pt")["training"]["objective"]["centroids"]
+    assert centroids.shape == (16, 64)

@@ -1,0 +1,98 @@
+"""The train loop in-process: it learns a fixed batch, aborts on NaN, schedules the lr,
+and its RNG state survives a weights_only checkpoint."""
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from encodecmae_hear.config import preset
+from encodecmae_hear.data import ManifestSource
+from encodecmae_hear.model import EncodecMAE
+from encodecmae_hear.objectives import KMeansTargets, assign
+from encodecmae_hear.train import NonFiniteLoss, TrainConfig, lr_at, train
+from encodecmae_hear.training_state import rng_state, set_rng_state
+from tests.train_helpers import metrics, write_corpus, write_manifest
+
+
+@pytest.fixture
+def fixed_batch_source(tmp_path):
+    # Two clips of exactly one crop: every step sees the same two crops.
+    files = write_corpus(tmp_path / "audio", [("x.wav", 24000, 1.0, 1), ("y.flac", 16000, 1.0, 2)])
+    return ManifestSource(write_manifest(tmp_path / "m.jsonl", files), crop_seconds=1.0)
+
+
+def _student_and_objective(source, clusters=32):
+    torch.manual_seed(0)
+    teacher = EncodecMAE(preset("tiny"))
+    wav = torch.stack([source[(0, i)][0] for i in range(len(source))])
+    features, _ = teacher.last_layer_features(wav)
+    centroids = features.reshape(-1, features.shape[-1])[torch.randperm(wav.shape[0] * 75)[:clusters]]
+    student = EncodecMAE(preset("tiny"))
+    student.new_head(1, clusters)
+    return student, KMeansTargets(teacher, centroids.detach())
+
+
+def test_loss_falls_on_a_fixed_batch(tmp_path, fixed_batch_source):
+    student, objective = _student_and_objective(fixed_batch_source)
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=40, batch_size=2, lr=3e-3,
+                      warmup_steps=0, workers=0, log_every=1, checkpoint_every=1000, crop_seconds=1.0)
+    assert train(student, objective, fixed_batch_source, cfg, provenance={}) == "done"
+    losses = [m["loss"] for m in metrics(tmp_path / "run")]
+    assert len(losses) == 40 and losses[0] > math.log(32) * 0.8
+    assert np.mean(losses[-5:]) < 0.4 * losses[0], losses
+    assert metrics(tmp_path / "run")[-1]["masked_accuracy"] > 0.5
+    assert (tmp_path / "run" / "step-000000040.pt").is_file()
+
+
+class _NaNAfter:
+    """Wraps an objective; its loss turns NaN from the given step on."""
+
+    def __init__(self, inner, after):
+        self.inner, self.after, self.calls, self.name = inner, after, 0, "nan"
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def loss(self, out, targets):
+        metrics = self.inner.loss(out, targets)
+        self.calls += 1
+        if self.calls > self.after:
+            metrics["loss"] = metrics["loss"] * float("nan")
+        return metrics
+
+
+def test_non_finite_loss_aborts_with_a_clear_message(tmp_path, fixed_batch_source):
+    student, objective = _student_and_objective(fixed_batch_source)
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=5, batch_size=2, workers=0,
+                      checkpoint_every=2, crop_seconds=1.0)
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 3"):
+        train(student, _NaNAfter(objective, 3), fixed_batch_source, cfg, provenance={})
+    # The checkpoint written before the failure is untouched.
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*.pt")) == ["step-000000002.pt"]
+
+
+def test_lr_warms_up_then_follows_the_schedule():
+    cfg = TrainConfig(out_dir="", steps=100, lr=1e-4, warmup_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(1e-5) and lr_at(9, cfg) == pytest.approx(1e-4)
+    assert lr_at(50, cfg) == lr_at(99, cfg) == 1e-4  # the reference: constant
+    cosine = TrainConfig(out_dir="", steps=100, lr=1e-4, warmup_steps=10, schedule="cosine")
+    assert lr_at(10, cosine) == pytest.approx(1e-4)
+    assert lr_at(100, cosine) == pytest.approx(1e-5) and lr_at(55, cosine) == pytest.approx(5.5e-5)
+
+
+def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    path = tmp_path / "rng.pt"
+    torch.save({"rng": rng_state()}, path)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(torch.load(path, weights_only=True)["rng"])
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
+
+
+def test_assign_picks_the_nearest_centroid():
+    centroids = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    features = torch.tensor([[[9.0, 1.0], [1.0, 1.0], [-1.0, 8.0]]])
+    assert assign(features, centroids).tolist() == [[1, 0, 2]]
