@@ -6,13 +6,17 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 MODEL   ?=
 
-.PHONY: help install demo test bench clean
+.PHONY: help install demo test bench clean manifest pretrain selftrain bench-train
 
 help:
 	@echo "make install   build $(VENV) (pinned by constraints.txt) with the HEAR tools"
 	@echo "make demo      install if needed, validate the bundled model, time embeddings"
 	@echo "make test      install if needed, run the whole test suite"
 	@echo "make bench     embedding speed and memory benchmark (prints figures)"
+	@echo "make manifest  AUDIO='dir ...' DATA=corpus.jsonl: scan audio for training"
+	@echo "make pretrain  DATA= PRESET=base FRONTEND=mel256 STEPS= BATCH=128 OUT= GPUS=1 (re-run: resumes)"
+	@echo "make selftrain FROM=<pretrained ckpt> DATA= STEPS= BATCH=128 OUT= GPUS=1"
+	@echo "make bench-train  training throughput on this machine (prints figures)"
 
 install: $(STAMP)
 
@@ -29,6 +33,40 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/embed.py
+
+# --- Training (docs/TRAINING.md). Several nodes: NNODES=2 RDZV=node0:29500 on every node.
+AUDIO    ?=
+DATA     ?= corpus.jsonl
+PRESET   ?= base
+FRONTEND ?= mel256
+STEPS    ?=
+BATCH    ?= 128
+GPUS     ?= 1
+NNODES   ?= 1
+RDZV     ?=
+OUT      ?=
+FROM     ?= runs/$(PRESET)-$(FRONTEND)/model.pt
+ARGS     ?=
+ifeq ($(GPUS)$(NNODES),11)
+LAUNCH   := $(PY) -m encodecmae_hear
+else
+LAUNCH   := $(VENV)/bin/torchrun --nnodes=$(NNODES) --nproc_per_node=$(GPUS) \
+            $(if $(RDZV),--rdzv_backend=c10d --rdzv_endpoint=$(RDZV),--standalone) -m encodecmae_hear
+endif
+TRAIN_ARGS = --data $(DATA) --batch-size $(BATCH) $(if $(STEPS),--steps $(STEPS)) --resume $(ARGS)
+
+manifest: $(STAMP)
+	$(PY) -m encodecmae_hear manifest $(AUDIO) -o $(DATA)
+
+pretrain: $(STAMP)
+	$(LAUNCH) pretrain $(TRAIN_ARGS) --preset $(PRESET) --frontend $(FRONTEND) \
+	    --out $(or $(OUT),runs/$(PRESET)-$(FRONTEND))
+
+selftrain: $(STAMP)
+	$(LAUNCH) selftrain $(TRAIN_ARGS) --from $(FROM) --out $(or $(OUT),$(dir $(FROM))selftrain)
+
+bench-train: $(STAMP)
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
