@@ -238,12 +238,20 @@ def make_loader(source, micro: int, rank: int, world: int, seed: int, start: int
     """Endless DataLoader of micro-batches for this rank, from micro-batch `start`."""
     extra = dict(num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory)
     if num_workers > 0:
-        extra.update(prefetch_factor=prefetch, persistent_workers=True)
+        extra.update(prefetch_factor=prefetch, persistent_workers=True, worker_init_fn=_ignore_signals)
     if isinstance(source, ManifestSource):
         sampler = EpochBatchSampler(len(source), micro, rank, world, seed, start)
         return DataLoader(source, batch_sampler=sampler, **extra)
     source.configure(micro, rank, world, start)
     return DataLoader(_SkipNone(source), batch_size=micro, **extra)
+
+
+def _ignore_signals(worker_id: int) -> None:
+    """Ctrl-C and SIGTERM reach the whole process group: workers keep serving batches
+    while the main process checkpoints, and end with it."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _SkipNone(IterableDataset):

@@ -24,8 +24,8 @@ from .model import EncodecMAE
 from .objectives import EncodecTargets
 from .provenance import base_record
 from .targets import EncodecTokenizer
-from .train import (add_training_arguments, config_from_args, find_resume, init_process,
-                    run_logger, train)
+from .train import init_process, train
+from .train_cli import add_training_arguments, config_from_args, find_resume, run_logger
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

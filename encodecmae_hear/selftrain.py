@@ -24,8 +24,8 @@ from .checkpoint import load_checkpoint, model_from_payload, save_checkpoint
 from .data import open_source
 from .objectives import KMeansTargets
 from .provenance import base_record
-from .train import (add_training_arguments, config_from_args, find_resume, init_process,
-                    run_logger, train)
+from .train import init_process, train
+from .train_cli import add_training_arguments, config_from_args, find_resume, run_logger
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
