@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 MODEL   ?=
 
-.PHONY: help install demo test bench clean manifest pretrain selftrain bench-train
+.PHONY: help install demo test bench clean manifest pretrain selftrain bench-train corpus heldout-tasks
 
 help:
 	@echo "make install   build $(VENV) (pinned by constraints.txt) with the HEAR tools"
@@ -17,6 +17,8 @@ help:
 	@echo "make pretrain  DATA= PRESET=base FRONTEND=mel256 STEPS= BATCH=128 OUT= GPUS=1 (re-run: resumes)"
 	@echo "make selftrain FROM=<pretrained ckpt> DATA= STEPS= BATCH=128 OUT= GPUS=1"
 	@echo "make bench-train  training throughput on this machine (prints figures)"
+	@echo "make corpus    CORPUS=../corpus: pretraining corpus from Debian packages (+ packed shards)"
+	@echo "make heldout-tasks CORPUS= TASKS=../heldout_tasks: HEAR tasks from held-out sources"
 
 install: $(STAMP)
 
@@ -67,6 +69,15 @@ selftrain: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) bench/train.py
+
+CORPUS  ?= ../corpus
+TASKS   ?= ../heldout_tasks
+
+corpus: $(STAMP)
+	$(PY) -m encodecmae_hear corpus --out $(CORPUS) --pack
+
+heldout-tasks: $(STAMP)
+	$(PY) -m encodecmae_hear heldout-tasks --corpus $(CORPUS) --out $(TASKS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

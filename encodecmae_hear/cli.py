@@ -12,7 +12,9 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "corpus": ("encodecmae_hear.corpus", "build the offline pretraining corpus from Debian packages"),
     "demo": ("encodecmae_hear.demo", "validate the bundled model and time embeddings on generated clips"),
+    "heldout-tasks": ("encodecmae_hear.heldout_tasks", "write HEAR tasks from held-out corpus sources"),
     "info": ("encodecmae_hear.info", "print a checkpoint's config, provenance and parameter counts"),
     "init": ("encodecmae_hear.init_checkpoint", "write an untrained checkpoint for a preset"),
     "manifest": ("encodecmae_hear.manifest", "scan audio folders into a training manifest (and tar shards)"),

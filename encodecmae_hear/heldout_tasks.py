@@ -1,0 +1,245 @@
+"""`heldout-tasks`: HEAR-format tasks from corpus sources that pretraining never saw.
+
+    python -m encodecmae_hear heldout-tasks --corpus /work/corpus --out /work/heldout_tasks
+
+Four tasks, each balanced, seeded, split train/valid/test 60/20/20 per class
+(split_mode "trainvaltest"), audio at 48000 and 16000 Hz, clips padded or cut to a
+fixed length:
+
+* heldout_spoken_language (speech): which language a recorded word is spoken in
+  (ktuberling-data: one or a few speakers per language, none in pretraining).
+* heldout_sfx_collection (environment): which held-out game an effect comes from
+  (lincity-ng, scorched3d, minetest, colobot sound effects).
+* heldout_instrument_family (music): General MIDI instrument family of a short phrase
+  played by the MuseScore General soundfont (pretraining used FluidR3 only).
+* heldout_note_onsets (event): onsets of notes of four families in 4 s clips, same
+  soundfont; scored like DCASE 2016 task 2 (onset F-measure, 200 ms collar).
+
+Folder layout (what hear-eval-kit reads): <task>/task_metadata.json,
+labelvocabulary.csv (idx,label), {train,valid,test}.json ({file: [label]} for scene
+tasks, {file: [{"label", "start", "end"}]} in milliseconds for event tasks) and
+<rate>/<split>/<file>.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import midi
+from .corpus_sources import SOUNDFONTS
+
+RATES = (48000, 16000)
+SPLITS = ("train", "valid", "test")
+SCENE_EVAL = ["top1_acc"]
+EVENT_EVAL = ["event_onset_200ms_fms", "segment_1s_er"]
+
+
+def resample(audio: np.ndarray, sr: int, target: int) -> np.ndarray:
+    import torch
+    import torchaudio
+
+    if sr == target:
+        return audio.astype(np.float32)
+    return torchaudio.functional.resample(torch.from_numpy(audio.astype(np.float32)), sr, target).numpy()
+
+
+def fit(audio: np.ndarray, n: int) -> np.ndarray:
+    return np.pad(audio, (0, max(0, n - len(audio))))[:n]
+
+
+def assign_splits(labels: list[str], seed: int) -> list[str]:
+    """60/20/20 train/valid/test within every class, seeded."""
+    rng = np.random.default_rng(seed)
+    out = [""] * len(labels)
+    for label in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == label]
+        idx = [idx[j] for j in rng.permutation(len(idx))]
+        n_valid = n_test = max(1, round(0.2 * len(idx)))
+        for j, i in enumerate(idx):
+            out[i] = "test" if j < n_test else "valid" if j < n_test + n_valid else "train"
+    return out
+
+
+def write_task(out: Path, name: str, clips: list[dict], seconds: float, sr: int,
+               event: bool = False) -> Path:
+    """clips: {"name", "audio" (n,) at sr, "split", "label" (scene) or "events"} -> task dir.
+
+    Events are {"label", "start", "end"} in milliseconds."""
+    import soundfile as sf
+
+    task = out / name
+    labels = sorted({c["label"] for c in clips} if not event else
+                    {e["label"] for c in clips for e in c["events"]})
+    for rate in RATES:
+        for split in SPLITS:
+            (task / str(rate) / split).mkdir(parents=True, exist_ok=True)
+    targets: dict[str, dict] = {split: {} for split in SPLITS}
+    for clip in clips:
+        fname = clip["name"] + ".wav"
+        for rate in RATES:
+            audio = fit(resample(clip["audio"], sr, rate), int(round(seconds * rate)))
+            path = task / str(rate) / clip["split"] / fname
+            tmp = path.with_name(path.name + ".tmp")
+            sf.write(tmp, np.clip(audio, -1, 1), rate, subtype="PCM_16", format="WAV")
+            os.replace(tmp, path)
+        targets[clip["split"]][fname] = clip["events"] if event else [clip["label"]]
+    for split in SPLITS:
+        (task / f"{split}.json").write_text(json.dumps(targets[split], indent=1, sort_keys=True))
+    with open(task / "labelvocabulary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["idx", "label"])
+        writer.writerows(enumerate(labels))
+    metadata = {"task_name": name, "version": "heldout-1", "mode": "full",
+                "embedding_type": "event" if event else "scene",
+                "prediction_type": "multilabel" if event else "multiclass",
+                "split_mode": "trainvaltest", "splits": list(SPLITS), "sample_duration": seconds,
+                "evaluation": EVENT_EVAL if event else SCENE_EVAL}
+    if event:
+        metadata["evaluation_params"] = {"event_postprocessing_grid": {
+            "median_filter_ms": [150], "min_duration": [60, 120]}}
+    (task / "task_metadata.json").write_text(json.dumps(metadata, indent=2))
+    return task
+
+
+def corpus_clips(corpus: Path, source_label, per_class: int, seconds: float, seed: int):
+    """Held-out corpus files -> scene clips; source_label(row) gives a label or None."""
+    import soundfile as sf
+
+    rows = [json.loads(line) for line in open(corpus / "manifest.jsonl")]
+    by_label: dict[str, list[dict]] = {}
+    for row in rows:
+        label = source_label(row) if row["split"] == "heldout" else None
+        if label is not None and row["duration"] >= 0.3:
+            by_label.setdefault(label, []).append(row)
+    rng = np.random.default_rng(seed)
+    clips = []
+    for label in sorted(by_label):
+        chosen = sorted(by_label[label], key=lambda r: r["path"])
+        chosen = [chosen[i] for i in sorted(rng.permutation(len(chosen))[:per_class])]
+        for row in chosen:
+            audio, sr = sf.read(str(corpus / row["path"]), dtype="float32")
+            start = 0  # effects and words start at the file start; keep it
+            clips.append({"name": f"{label}-{Path(row['path']).stem}"[:80], "label": label,
+                          "audio": audio[start:start + int(seconds * sr)], "sr": sr})
+    return clips
+
+
+def language_of(row) -> str | None:
+    parts = row["path"].split("/")
+    if row["source"] == "ktuberling-data" and "sounds" in parts:
+        return parts[parts.index("sounds") + 1]
+    return None
+
+
+def scene_from_corpus(corpus: Path, out: Path, name: str, labeler, n_classes: int,
+                      per_class: int, seconds: float, seed: int) -> Path:
+    clips = corpus_clips(corpus, labeler, 10**6, seconds, seed)
+    counts = {lab: sum(c["label"] == lab for c in clips) for lab in {c["label"] for c in clips}}
+    keep = sorted(sorted(counts, key=lambda lab: (-counts[lab], lab))[:n_classes])
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in keep:
+        group = [c for c in clips if c["label"] == label]
+        chosen += [group[i] for i in sorted(rng.permutation(len(group))[:per_class])]
+    for clip, split in zip(chosen, assign_splits([c["label"] for c in chosen], seed)):
+        clip["split"] = split
+    names = set()
+    for i, clip in enumerate(chosen):  # unique file names
+        clip["name"] = f"{i:04d}-{clip['name']}" if clip["name"] in names else clip["name"]
+        names.add(clip["name"])
+    sr = chosen[0]["sr"]
+    return write_task(out, name, chosen, seconds, sr)
+
+
+INSTRUMENT_FAMILIES = ("piano", "chromatic_percussion", "organ", "guitar", "bass", "strings",
+                       "brass", "reed")
+PITCH_RANGE = {"bass": (28, 55), "piano": (40, 84), "guitar": (40, 76), "strings": (45, 84),
+               "brass": (45, 79), "reed": (50, 84), "organ": (40, 80), "chromatic_percussion": (55, 96)}
+ONSET_FAMILIES = ("piano", "organ", "guitar", "brass")
+
+
+def instrument_family_task(soundfont: Path, out: Path, per_class: int, seconds: float,
+                           seed: int, sr: int = 48000) -> Path:
+    """Phrases of 1-3 notes, one random GM program of the family per clip."""
+    rng = np.random.default_rng(seed)
+    spacing = seconds + 1.0
+    clips = []
+    for family in INSTRUMENT_FAMILIES:
+        base = midi.GM_FAMILIES[family]
+        notes, programs = [], {ch: base + ch for ch in range(8)}  # channel = program offset
+        for k in range(per_class):
+            ch, t = int(rng.integers(8)), k * spacing + float(rng.uniform(0.05, 0.3))
+            lo, hi = PITCH_RANGE[family]
+            for _ in range(int(rng.integers(1, 4))):
+                dur = float(rng.uniform(0.25, 0.9))
+                notes.append((t, dur, ch, int(rng.integers(lo, hi)), int(rng.integers(60, 120))))
+                t += dur + float(rng.uniform(0.0, 0.15))
+        audio = midi.render(notes, programs, soundfont, sr)
+        step = int(spacing * sr)
+        clips += [{"name": f"{family}-{k:03d}", "label": family,
+                   "audio": audio[k * step:k * step + int(seconds * sr)]} for k in range(per_class)]
+    for clip, split in zip(clips, assign_splits([c["label"] for c in clips], seed)):
+        clip["split"] = split
+    return write_task(out, "heldout_instrument_family", clips, seconds, sr)
+
+
+def note_onset_task(soundfont: Path, out: Path, n_clips: int, seconds: float, seed: int,
+                    sr: int = 48000) -> Path:
+    """Clips with 3-6 notes of four families at random onsets; events in ms."""
+    rng = np.random.default_rng(seed)
+    spacing = seconds + 2.0
+    programs = {i: midi.GM_FAMILIES[f] + (0 if f != "brass" else 1) for i, f in enumerate(ONSET_FAMILIES)}
+    notes, clips = [], []
+    for k in range(n_clips):
+        events = []
+        for _ in range(int(rng.integers(3, 7))):
+            ch = int(rng.integers(len(ONSET_FAMILIES)))
+            start = float(rng.uniform(0.1, seconds - 0.8))
+            dur = float(rng.uniform(0.2, 0.6))
+            lo, hi = PITCH_RANGE[ONSET_FAMILIES[ch]]
+            notes.append((k * spacing + start, dur, ch, int(rng.integers(lo, hi)), int(rng.integers(70, 120))))
+            events.append({"label": ONSET_FAMILIES[ch], "start": round(start * 1000, 1),
+                           "end": round((start + dur) * 1000, 1)})
+        clips.append({"name": f"notes-{k:04d}", "events": sorted(events, key=lambda e: e["start"]),
+                      "split": ("train", "train", "train", "valid", "test")[k % 5]})
+    audio = midi.render(notes, programs, soundfont, sr)
+    step = int(spacing * sr)
+    for k, clip in enumerate(clips):
+        clip["audio"] = audio[k * step:k * step + int(seconds * sr)]
+    return write_task(out, "heldout_note_onsets", clips, seconds, sr, event=True)
+
+
+def build_all(corpus: Path, out: Path, seed: int = 0, scale: float = 1.0) -> list[Path]:
+    n = lambda k: max(5, int(k * scale))  # noqa: E731
+    package, rel = SOUNDFONTS["heldout"]
+    soundfont = corpus / "cache" / "pkgs" / package / rel
+    return [
+        scene_from_corpus(corpus, out, "heldout_spoken_language", language_of, 8, n(40), 2.0, seed),
+        scene_from_corpus(corpus, out, "heldout_sfx_collection",
+                          lambda r: r["source"].split("-")[0] if r["category"] == "environment" else None,
+                          4, n(60), 2.0, seed),
+        instrument_family_task(soundfont, out, n(40), 2.0, seed),
+        note_onset_task(soundfont, out, n(150), 4.0, seed),
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="folder built by `corpus`")
+    parser.add_argument("--out", required=True, help="folder for the task folders")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="scale clip counts (tests: 0.1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    for task in build_all(Path(args.corpus), Path(args.out), args.seed, args.scale):
+        sizes = {s: len(json.loads((task / f"{s}.json").read_text())) for s in SPLITS}
+        print(f"{task}: {sizes}")
+    return 0

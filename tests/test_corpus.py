@@ -1,0 +1,146 @@
+"""Corpus build logic on fake package trees: no network, no apt, no synthesisers."""
+import json
+import os
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from encodecmae_hear import corpus, corpus_report, corpus_sources as cs, midi
+
+DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Files: *
+Copyright: 2020 Someone
+License: CC-BY-SA-3.0
+
+Files: debian/*
+License: GPL-2+
+ text of the licence
+
+Files: music/*
+License: CC-BY-SA-3.0
+"""
+
+
+def tone(seconds, sr, channels=1, freq=440.0):
+    t = np.arange(int(seconds * sr)) / sr
+    wave = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def fake_package(cache, name, version="1.0-1", copyright_text=DEP5):
+    """An extracted package as fetch_package leaves it (.done marks it finished)."""
+    root = cache / "pkgs" / name
+    (root / "usr/share/doc" / name).mkdir(parents=True)
+    (root / "usr/share/doc" / name / "copyright").write_text(copyright_text)
+    (root / ".done").write_text(version + "\n")
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    cache = tmp_path / "cache"
+    game = fake_package(cache, "game-data", "2.5-3")
+    sounds, music = game / "usr/share/games/x/sounds", game / "usr/share/games/x/music"
+    sounds.mkdir(parents=True), music.mkdir(parents=True)
+    sf.write(sounds / "boom.wav", tone(1.0, 44100, channels=2), 44100)
+    sf.write(sounds / "tick.wav", tone(0.1, 44100), 44100)            # too short: left out
+    (sounds / "broken.ogg").write_bytes(b"not audio at all")           # fails, not fatal
+    os.symlink(sounds / "boom.wav", sounds / "boom-alias.wav")         # alias: listed once
+    sf.write(music / "song.ogg", tone(3.0, 48000, freq=220), 48000, format="OGG", subtype="VORBIS")
+    sf.write(tmp_path / "inner.wav", tone(0.8, 22050), 22050)
+    with zipfile.ZipFile(game / "usr/share/games/x/data.pk3", "w") as z:
+        z.write(tmp_path / "inner.wav", "sound/inner.wav")
+        z.writestr("maps/readme.txt", "not audio")
+    voices = fake_package(cache, "voices-data", "0.1", "Some text.\nReleased under the GPL-3 licence.\n")
+    (voices / "usr/share/voices/fr").mkdir(parents=True)
+    sf.write(voices / "usr/share/voices/fr/bonjour.flac", tone(1.5, 16000), 16000)
+    sources = (cs.PackageSource("game-data", "environment", rules=(cs.MUSIC_DIRS,)),
+               cs.PackageSource("voices-data", "speech", role="heldout"))
+    return tmp_path, cache, sources
+
+
+def test_licences_and_rules():
+    assert cs.licence_of(DEP5) == "CC-BY-SA-3.0, GPL-2+"
+    assert cs.licence_of("License:\n From README: MIT licence") == "MIT"
+    assert cs.licence_of("no words here").startswith("unknown")
+    src = cs.PackageSource("p", "environment", rules=(cs.MUSIC_DIRS, ("/voices/", "speech"), ("/junk/", None)))
+    assert [src.category_of(p) for p in ("/a/Music/x.ogg", "/voices/a.wav", "/junk/b.wav", "/c.wav")] == \
+        ["music", "speech", None, "environment"]
+
+
+def test_package_audio_lists_sorted_files_and_pk3_members(tree):
+    _, cache, _ = tree
+    rels = [rel for rel, _ in corpus.package_audio(cache / "pkgs" / "game-data")]
+    assert rels == sorted(rels)
+    assert "usr/share/games/x/data.pk3/sound/inner.wav" in rels
+    assert not any("alias" in r or r.endswith(".txt") for r in rels)
+
+
+def test_convert_manifest_record_resume(tree):
+    out, cache, sources = tree
+    items, records = corpus.package_items(cache, sources, log=lambda m: None)
+    assert {r["package"]: r["version"] for r in records} == {"game-data": "2.5-3", "voices-data": "0.1"}
+    assert records[1]["licence"] == "GPL-3"
+    rows = corpus.convert_all(items, out, log=lambda m: None)
+    by_name = {os.path.basename(r["path"]): r for r in rows}
+    assert set(by_name) == {"boom.ogg", "song.ogg", "inner.ogg", "bonjour.ogg"}
+    assert by_name["song.ogg"]["category"] == "music" and by_name["boom.ogg"]["category"] == "environment"
+    assert by_name["bonjour.ogg"]["split"] == "heldout"
+    assert {by_name[n]["split"] for n in ("boom.ogg", "song.ogg", "inner.ogg")} <= {"train", "valid"}
+    for r in rows:
+        info = sf.info(str(out / r["path"]))
+        assert (info.samplerate, info.channels, info.format, info.subtype) == (24000, 1, "OGG", "OPUS")
+    assert abs(by_name["song.ogg"]["duration"] - 3.0) < 0.05
+    assert abs(by_name["inner.ogg"]["duration"] - 0.8) < 0.05
+    assert not list(out.rglob("*.tmp"))
+    # resumable and deterministic: nothing is rewritten, the rows are identical
+    mtimes = {r["path"]: (out / r["path"]).stat().st_mtime_ns for r in rows}
+    again = corpus.convert_all(corpus.package_items(cache, sources, log=lambda m: None)[0], out, log=lambda m: None)
+    assert again == rows
+    assert mtimes == {r["path"]: (out / r["path"]).stat().st_mtime_ns for r in rows}
+
+    corpus_report.write_manifests(rows, out)
+    listed = [json.loads(line) for line in open(out / "manifest.jsonl")]
+    assert [r["path"] for r in listed] == [r["path"] for r in rows]
+    assert all(not r["path"].startswith("/") for r in listed)
+    train = [json.loads(line) for line in open(out / "pretrain.jsonl")]
+    assert all(r["split"] == "train" and os.path.isabs(r["path"]) for r in train)
+    corpus_report.write_record(rows, records, out, out / "rec" / "CORPUS.md", 12.0)
+    text = (out / "rec" / "CORPUS.md").read_text()
+    assert "| game-data | 2.5-3 | CC-BY-SA-3.0, GPL-2+ | pretrain |" in text
+    assert "| voices-data | 0.1 | GPL-3 | heldout |" in text
+    assert (out / "CORPUS.md").read_text() == text
+
+    shards = corpus_report.pack(rows, out, level=0.95, n_shards=2)
+    names = [n for s in shards for n in tarfile.open(s).getnames()]
+    assert sum(n.endswith(".ogg") for n in names) == sum(r["split"] == "train" for r in rows)
+    assert sum(n.endswith(".json") for n in names) == sum(n.endswith(".ogg") for n in names)
+
+
+def test_split_is_a_stable_hash():
+    item = corpus.Item("audio/pretrain/p/a.ogg", "p", "music", "pretrain", lambda: None)
+    assert corpus.split_of(item) == corpus.split_of(corpus.Item(item.out, "q", "speech", "pretrain", None))
+    outs = [corpus.split_of(corpus.Item(f"audio/x/{i}.ogg", "p", "music", "pretrain", None)) for i in range(2000)]
+    assert 0.005 < outs.count("valid") / len(outs) < 0.05
+    assert corpus.split_of(corpus.Item("a", "p", "music", "heldout", None)) == "heldout"
+
+
+def test_midi_file_and_pieces_are_deterministic():
+    notes, programs = midi.procedural_piece(7, seconds=12)
+    assert (notes, programs) == midi.procedural_piece(7, seconds=12)
+    assert notes != midi.procedural_piece(8, seconds=12)[0]
+    data = midi.midi_bytes(notes, programs)
+    assert data[:4] == b"MThd" and data[14:18] == b"MTrk"
+    assert int.from_bytes(data[18:22], "big") == len(data) - 22
+    assert data.endswith(b"\xff\x2f\x00")
+    assert max(n[0] for n in notes) < 12
+
+
+def test_speech_jobs_are_seeded_and_varied():
+    jobs = cs.speech_jobs(30, seed=1)
+    assert jobs == cs.speech_jobs(30, seed=1)
+    assert len({j.voice for j in jobs}) > 15 and len({j.text for j in jobs}) == 30
+    assert all(110 <= j.rate < 230 and 15 <= j.pitch < 85 for j in jobs)
