@@ -106,8 +106,14 @@ class ManifestSource(Dataset):
     def sample(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
         """`count` crops of distinct entries (for fitting codebooks or k-means)."""
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        crops = [self[(SAMPLE_EPOCH + seed, int(e))] for e in order[: 3 * count]]
-        return [c for c in crops if c[0] is not None][:count]
+        crops = []
+        for entry in order.tolist():
+            crop = self[(SAMPLE_EPOCH + seed, entry)]
+            if crop[0] is not None:
+                crops.append(crop)
+            if len(crops) == count:
+                break
+        return crops
 
 
 class EpochBatchSampler:
@@ -218,11 +224,12 @@ class ShardSource(IterableDataset):
 
     def sample(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
         crops, self._skip = [], 0
-        for item in self._read_shard(0, SAMPLE_EPOCH + seed):
-            if item is not None and item[0] is not None:
-                crops.append(item)
-            if len(crops) == count:
-                break
+        for shard_index in range(len(self.shards)):
+            for item in self._read_shard(shard_index, SAMPLE_EPOCH + seed):
+                if item is not None and item[0] is not None:
+                    crops.append(item)
+                if len(crops) == count:
+                    return crops
         return crops
 
 

@@ -96,3 +96,16 @@ def test_assign_picks_the_nearest_centroid():
     centroids = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     features = torch.tensor([[[9.0, 1.0], [1.0, 1.0], [-1.0, 8.0]]])
     assert assign(features, centroids).tolist() == [[1, 0, 2]]
+
+
+def test_tar_shards_train_through_the_same_loop(tmp_path, fixed_batch_source):
+    from encodecmae_hear.data import ShardSource
+    from encodecmae_hear.manifest import write_shards
+
+    write_shards(fixed_batch_source.records, tmp_path / "shards", per_shard=1)
+    source = ShardSource(tmp_path / "shards", crop_seconds=1.0)
+    student, objective = _student_and_objective(fixed_batch_source)
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=2, batch_size=2, workers=2,
+                      log_every=1, checkpoint_every=2, crop_seconds=1.0)
+    assert train(student, objective, source, cfg, provenance={}) == "done"
+    assert [m["skipped_files"] for m in metrics(tmp_path / "run")] == [0, 0]
