@@ -88,19 +88,23 @@ class ManifestSource(Dataset):
     """Map-style dataset over (epoch, entry) keys; entry e reads file `file_of[e]`."""
 
     def __init__(self, manifest, seed: int = 0, crop_seconds: float = CHUNK_SECONDS):
-        self.records = read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
+        records = read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
+        # numpy arrays, not lists of Python objects: forked workers share them without
+        # copying pages (refcount updates would copy a list of millions of dicts).
+        self.paths = np.array([r["path"].encode() for r in records])
+        durations = np.array([r["duration"] for r in records], dtype=np.float64)
         self.crop_seconds, self.crop_samples = crop_seconds, int(crop_seconds * SAMPLE_RATE)
-        counts = [max(1, int(r["duration"] // crop_seconds)) for r in self.records]
-        self.file_of = np.repeat(np.arange(len(self.records)), counts)  # entry -> file
+        counts = np.maximum(1, (durations // crop_seconds).astype(np.int64))
+        self.file_of = np.repeat(np.arange(len(records)), counts)  # entry -> file
         self.seed = seed
-        self.hours = sum(r["duration"] for r in self.records) / 3600
+        self.hours = float(durations.sum() / 3600)
 
     def __len__(self) -> int:
         return len(self.file_of)
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, entry = key
-        path = self.records[int(self.file_of[entry])]["path"]
+        path = self.paths[self.file_of[entry]].decode()
         return _load(path, path, crop_rng(self.seed, epoch, int(entry)), self.crop_samples)
 
     def sample(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
@@ -139,10 +143,10 @@ class EpochBatchSampler:
         epoch, offset = divmod(self.start, self.per_epoch)
         while True:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
-                self.seed * 100_003 + epoch)).tolist()
+                self.seed * 100_003 + epoch))
             for b in range(offset, self.per_epoch):
                 first = (b * self.world + self.rank) * self.micro
-                yield [(epoch, e) for e in order[first: first + self.micro]]
+                yield [(epoch, e) for e in order[first: first + self.micro].tolist()]
             epoch, offset = epoch + 1, 0
 
 

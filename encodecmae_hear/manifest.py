@@ -19,7 +19,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 
 
 def find_audio(roots) -> list[Path]:

@@ -48,7 +48,7 @@ class TrainConfig:
     precision: str = "auto"       # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
     compile: bool = False
     seed: int = 42
-    workers: int = 4
+    workers: int = 8             # data-loader processes per GPU (the reference: 8)
     prefetch: int = 4
     checkpoint_every: int = 1000
     keep: int = 3
@@ -213,11 +213,12 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
         for group in optimizer.param_groups:
             group["lr"] = lr
         totals: dict[str, torch.Tensor] = {}
+        failed = 0
         for micro_step in range(accum):
             batch = next(batches)
             for name in batch["failed"]:
                 log(f"warning: skipped unreadable audio: {name}")
-            skipped_files += len(batch["failed"])
+            failed += len(batch["failed"])
             wav, lengths, weight = batch["wav"], batch["lengths"], 1.0
             if wav.shape[0] == 0:  # every file failed: a zero-weight pass keeps DDP in step
                 n = int(cfg.crop_seconds * SAMPLE_RATE)
@@ -238,11 +239,13 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
                 totals[key] = totals.get(key, 0.0) + value.detach().float() / accum
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
-        # One sync per step: the loss must be finite everywhere, and all stop together.
-        check = torch.stack([totals["loss"], torch.tensor(float(stop.received is not None),
-                                                          device=totals["loss"].device)])
+        # One sync per step: the loss must be finite everywhere, all stop together, and
+        # skipped files are counted over all processes.
+        flags = torch.tensor([float(stop.received is not None), float(failed)])
+        check = torch.cat([totals["loss"][None], flags.to(totals["loss"].device)])
         if proc.world > 1:
             dist.all_reduce(check)
+        skipped_files += int(check[2])
         if not math.isfinite(float(check[0])):
             stop.close()
             raise NonFiniteLoss(f"loss is {float(totals['loss'])} at step {step} (lr {lr:.3g}); "
@@ -263,7 +266,7 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
                       "audio_hours_seen": step * cfg.batch_size * cfg.crop_seconds / 3600,
                       "skipped_files": skipped_files, "time": time.time()}
             metrics_log.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['masked_accuracy']:.3f}",
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record.get('masked_accuracy', 0):.3f}",
                             sps=f"{record['samples_per_s']:.1f}", refresh=False)
             window_start, window_steps = time.perf_counter(), 0
         if float(check[1]) > 0:

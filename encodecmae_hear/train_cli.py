@@ -14,11 +14,14 @@ def run_logger(run_dir, proc: Process):
     path = Path(run_dir) / "train.log"
 
     def log(message: str) -> None:
-        if proc.main:
-            tqdm.write(message)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} {message}\n")
+        if not proc.main:  # other ranks report their problems only, to the console
+            if message.startswith("warning"):
+                tqdm.write(f"[rank {proc.rank}] {message}")
+            return
+        tqdm.write(message)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} {message}\n")
     return log
 
 

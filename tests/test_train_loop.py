@@ -16,6 +16,15 @@ from encodecmae_hear.training_state import rng_state, set_rng_state
 from tests.train_helpers import metrics, write_corpus, write_manifest
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two threads on two busy cores are several times slower than one for these sizes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def fixed_batch_source(tmp_path):
     # Two clips of exactly one crop: every step sees the same two crops.
@@ -36,14 +45,14 @@ def _student_and_objective(source, clusters=32):
 
 def test_loss_falls_on_a_fixed_batch(tmp_path, fixed_batch_source):
     student, objective = _student_and_objective(fixed_batch_source)
-    cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=40, batch_size=2, lr=3e-3,
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=30, batch_size=2, lr=3e-3,
                       warmup_steps=0, workers=0, log_every=1, checkpoint_every=1000, crop_seconds=1.0)
     assert train(student, objective, fixed_batch_source, cfg, provenance={}) == "done"
     losses = [m["loss"] for m in metrics(tmp_path / "run")]
-    assert len(losses) == 40 and losses[0] > math.log(32) * 0.8
+    assert len(losses) == 30 and losses[0] > math.log(32) * 0.8
     assert np.mean(losses[-5:]) < 0.4 * losses[0], losses
     assert metrics(tmp_path / "run")[-1]["masked_accuracy"] > 0.5
-    assert (tmp_path / "run" / "step-000000040.pt").is_file()
+    assert (tmp_path / "run" / "step-000000030.pt").is_file()
 
 
 class _NaNAfter:
@@ -100,9 +109,9 @@ def test_assign_picks_the_nearest_centroid():
 
 def test_tar_shards_train_through_the_same_loop(tmp_path, fixed_batch_source):
     from encodecmae_hear.data import ShardSource
-    from encodecmae_hear.manifest import write_shards
+    from encodecmae_hear.manifest import read_manifest, write_shards
 
-    write_shards(fixed_batch_source.records, tmp_path / "shards", per_shard=1)
+    write_shards(read_manifest(tmp_path / "m.jsonl"), tmp_path / "shards", per_shard=1)
     source = ShardSource(tmp_path / "shards", crop_seconds=1.0)
     student, objective = _student_and_objective(fixed_batch_source)
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=2, batch_size=2, workers=2,
