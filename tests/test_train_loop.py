@@ -118,3 +118,24 @@ def test_tar_shards_train_through_the_same_loop(tmp_path, fixed_batch_source):
                       log_every=1, checkpoint_every=2, crop_seconds=1.0)
     assert train(student, objective, source, cfg, provenance={}) == "done"
     assert [m["skipped_files"] for m in metrics(tmp_path / "run")] == [0, 0]
+
+
+def test_encodec_frontend_targets_reuse_the_frontend_latents():
+    from encodecmae_hear.encodec_weights import build_encodec
+    from encodecmae_hear.objectives import EncodecTargets
+    from encodecmae_hear.targets import EncodecTokenizer
+    from tests.conftest import tone_mix
+
+    encodec = build_encodec()
+    tokenizer = EncodecTokenizer(encodec)
+    torch.manual_seed(0)
+    for layer in tokenizer.quantizer.vq.layers[:8]:
+        layer._codebook.embed.normal_(0, 0.1)
+        layer._codebook.inited.fill_(1)
+    model = EncodecMAE(preset("tiny", "encodec"), encodec_model=encodec)
+    objective = EncodecTargets(tokenizer, model.config, "test", share_frontend=True)
+    wav = tone_mix(1.0, 24000, n=2)
+    out = model(wav, torch.tensor([24000, 20000]))
+    codes = objective.targets(wav, None, out)
+    assert codes.shape == (2, 75, 8) and codes.unique().numel() > 8
+    assert torch.equal(codes, tokenizer(wav))
