@@ -127,13 +127,17 @@ class MetricsLog:
             return
         if self.path.exists():  # drop records of steps that the resumed run redoes
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+                    if _step_of(line) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         except ImportError:
             pass
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -144,6 +148,13 @@ class MetricsLog:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, record["step"])
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+        return float("inf")
 
 
 def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, tokenizer=None,
@@ -278,6 +289,7 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
             save(step)
     bar.close()
     stop.close()
+    metrics_log.close()
     if proc.world > 1:
         dist.barrier()
     return status

@@ -139,3 +139,13 @@ def test_encodec_frontend_targets_reuse_the_frontend_latents():
     codes = objective.targets(wav, None, out)
     assert codes.shape == (2, 75, 8) and codes.unique().numel() > 8
     assert torch.equal(codes, tokenizer(wav))
+
+
+def test_resumed_metrics_drop_redone_steps_and_cut_lines(tmp_path):
+    from encodecmae_hear.train import MetricsLog
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"ste')
+    log = MetricsLog(tmp_path, resume_step=2, enabled=True)
+    log.write({"step": 3, "loss": 1.0})
+    log.close()
+    assert metrics(tmp_path) == [{"step": 1}, {"step": 2}, {"step": 3, "loss": 1.0}]
