@@ -66,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)
     encodec = build_encodec(weights if resume is None else None)
     tokenizer = EncodecTokenizer(encodec)
-    if resume is not None:
+    size = args.preset
+    if resume is not None:  # the checkpoint's config wins over --preset / --frontend
         config = ModelConfig.from_dict(resume["config"])
         tokenizer.load_state_dict(resume["tokenizer"])
         kind = resume["provenance"].get("targets", "unknown")
+        size = resume["provenance"].get("preset", size)
     else:
         config = preset(args.preset, args.frontend)
         kind = "encodec-official" if weights else "encodec-untrained-kmeans"
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         model.load_state_dict(resume["model"], strict=True)
     objective = EncodecTargets(tokenizer, config, kind, share_frontend=share)
     provenance = base_record(
-        trained=True, targets=kind, objective=objective.name, preset=args.preset,
+        trained=True, targets=kind, objective=objective.name, preset=size,
         corpus={"data": str(args.data), "hours": source.hours},
         encodec_weights=str(weights) if weights else None,
         notes=f"EnCodecMAE pretraining, {config.frontend} frontend, targets {kind}")
