@@ -40,7 +40,8 @@ class EncodecFrontend(nn.Module):
         return math.ceil(num_samples / HOP_LENGTH)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, T, 128)
-        with torch.no_grad():
+        # fp32 even under autocast: the latents double as the tokenizer's input
+        with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
             latent = self.encoder(wav[:, None, :].float())  # (B, 128, T)
         return latent.transpose(1, 2)
 

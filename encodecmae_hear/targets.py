@@ -36,7 +36,8 @@ class EncodecTokenizer(nn.Module):
 
     @torch.no_grad()
     def latents(self, wav: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, 128, T)
-        return self.encoder(wav[:, None, :].float())
+        with torch.autocast(wav.device.type, enabled=False):  # codes from fp32 latents
+            return self.encoder(wav[:, None, :].float())
 
     @torch.no_grad()
     def codes_from_latents(self, latents: torch.Tensor) -> torch.Tensor:
