@@ -30,6 +30,16 @@ class CheckpointError(ValueError):
     """A file that is not a usable checkpoint of this project; the message says why."""
 
 
+class OfficialFormat(CheckpointError):
+    """An official EnCodecMAE file (see official.py); `load_checkpoint` converts it."""
+
+    def __init__(self, path, content: dict):
+        super().__init__(f"{path}: this is an official EnCodecMAE checkpoint, not this "
+                         f"project's format; load it with load_checkpoint / load_model, or "
+                         f"convert it with `python -m encodecmae_hear convert {path} OUT.pt`")
+        self.content = content
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,10 +100,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(payload).__name__}")
     if payload.get("format") != FORMAT:
-        if "state_dict" in payload and "config" in payload:
-            raise CheckpointError(f"{path}: this is an official EnCodecMAE checkpoint, not this "
-                                  f"project's format; convert it with "
-                                  f"`python -m encodecmae_hear convert {path} OUT.pt`")
+        if "state_dict" in payload:
+            raise OfficialFormat(path, payload)
         raise CheckpointError(f"{path}: not an {FORMAT} checkpoint "
                               f"(top-level keys: {sorted(map(str, payload))[:8]})")
     version = payload.get("version")
@@ -141,6 +149,16 @@ def _one_line(err: Exception, limit: int = 600) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike):
-    """-> (EncodecMAE in eval mode on CPU, float32; the payload dict)."""
-    payload = read_checkpoint(path)
+    """-> (EncodecMAE in eval mode on CPU, float32; the payload dict). Also takes official
+    EnCodecMAE files (converted in memory) and checkpoint names (official.py)."""
+    from .official import OfficialCheckpointError, read_official, resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    try:
+        payload = read_checkpoint(path)
+    except OfficialFormat as official:
+        try:
+            payload = read_official(path, official.content)
+        except OfficialCheckpointError as err:
+            raise CheckpointError(str(err)) from None
     return model_from_payload(payload, path), payload

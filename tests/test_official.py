@@ -1,0 +1,226 @@
+"""Official EnCodecMAE checkpoints: our converted models against the reference's own outputs.
+
+The fixtures under tests/fixtures/official/ were made by tools/make_official_fixtures.py,
+which builds small random models with the reference implementation (v2 code), saves
+them in the official layout, loads them back with the reference's hub loader and runs
+its `extract_features_from_array`. The stored checkpoints lack their EnCodec tensors
+(untrained EnCodec drawn from a fixed seed, tens of MB); `official_file` puts them
+back from `build_encodec(seed)` and checks their sha256 against the manifest.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from encodecmae_hear.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from encodecmae_hear.encodec_weights import build_encodec
+from encodecmae_hear.hear import get_timestamp_embeddings, load_model
+from encodecmae_hear.reference import reference_features
+
+FIXTURES = Path(__file__).parent / "fixtures" / "official"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+VARIANTS = sorted(MANIFEST["variants"])
+TOLERANCE = 1e-4
+
+
+def fixture_audio(seed: int, n: int) -> np.ndarray:
+    """Same recipe as tools/make_official_fixtures.py."""
+    t = np.arange(n) / 24_000
+    noise = np.random.default_rng(seed).uniform(-0.5, 0.5, n)
+    return (0.6 * noise + 0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _encodec_state() -> dict:
+    model = build_encodec(seed=MANIFEST["encodec_seed"])
+    encoder, quantizer = model.encoder.state_dict(), model.quantizer.state_dict()
+    return {"wav_encoder.encoder.model.": encoder, "target_encoder.encodec_encoder.": encoder,
+            "target_encoder.model.": quantizer}
+
+
+def _sha256(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        h.update(key.encode())
+        h.update(tensors[key].detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def official_content(name: str, with_encodec: bool = True) -> dict:
+    content = torch.load(FIXTURES / f"{name}.pt", map_location="cpu", weights_only=True)
+    if with_encodec:
+        stripped = MANIFEST["variants"][name]["stripped"]
+        restored = {}
+        for key in stripped["shapes"]:
+            prefix = next(p for p in _encodec_state() if key.startswith(p))
+            restored[key] = _encodec_state()[prefix][key[len(prefix):]]
+        assert _sha256(restored) == stripped["sha256"], \
+            "untrained EnCodec from build_encodec(seed) differs from the fixtures' (torch RNG changed?)"
+        content["state_dict"].update(restored)
+    return content
+
+
+@pytest.fixture(scope="module")
+def official_file(tmp_path_factory):
+    root = tmp_path_factory.mktemp("official")
+
+    @functools.lru_cache(maxsize=None)
+    def make(name: str) -> Path:
+        path = root / f"{name}.pt"
+        torch.save(official_content(name), path)
+        return path
+    return make
+
+
+@pytest.fixture(scope="module")
+def models(official_file):
+    return functools.lru_cache(maxsize=None)(lambda name: load_checkpoint(official_file(name)))
+
+
+def _reference(name: str) -> dict:
+    with np.load(FIXTURES / f"{name}_reference.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def _max_diff(ours: torch.Tensor, theirs: np.ndarray) -> float:
+    assert tuple(ours.shape) == theirs.shape, (tuple(ours.shape), theirs.shape)
+    return float((ours - torch.from_numpy(theirs)).abs().max())
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_embeddings_match_reference(models, name):
+    model, payload = models(name)
+    refs = _reference(name)
+    for clip, spec in MANIFEST["inputs"].items():
+        audio = torch.from_numpy(fixture_audio(spec["seed"], spec["samples"]))
+        ours = reference_features(model, audio, "all")  # (L, T, D); the last is layer=-1's
+        assert _max_diff(ours, refs[f"{clip}_all"]) <= TOLERANCE, clip
+        assert _max_diff(ours[-1], refs[f"{clip}_last"]) <= TOLERANCE, clip
+        if clip == "short":  # layer=-1 itself (EnCodec is slow: not on every clip)
+            assert _max_diff(reference_features(model, audio, -1), refs[f"{clip}_last"]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_detected_config(models, name):
+    model, payload = models(name)
+    config, spec = model.config, MANIFEST["variants"][name]
+    assert config.frontend == ("mel256" if spec["features_config"] == "mel.gin" else "encodec")
+    assert (config.dim, config.encoder_layers, config.decoder_layers) == (40, 3, 2)
+    assert (config.encoder_heads, config.decoder_heads, config.ff_dim) == (12, 12, 64)
+    assert config.share_ffn  # the reference shares one FFN per stack
+    assert config.num_streams == (1 if spec["self_trained"] else 8) and config.num_tokens == 64
+    prov = payload["provenance"]
+    assert prov["source_layout"] == "v2" and len(prov["source_sha256"]) == 64
+    assert prov["variant"].endswith("_st") == spec["self_trained"]
+
+
+def test_hear_path_matches_reference_on_whole_chunks(official_file):
+    """4 s at 48 kHz through our HEAR API vs the reference on the same sound resampled
+    to 24 kHz with torchaudio: one whole chunk, nothing masked by either."""
+    spec = MANIFEST["hear_input"]
+    audio = np.random.default_rng(spec["seed"]).uniform(-0.5, 0.5, spec["samples"]).astype(np.float32)
+    for name in ("ec", "mel256_st"):
+        model = load_model(str(official_file(name)), sample_rate=spec["sample_rate"])
+        embeddings, _ = get_timestamp_embeddings(torch.from_numpy(audio)[None], model)
+        assert _max_diff(embeddings[0], _reference(name)["hear_last"]) <= TOLERANCE, name
+
+
+def test_convert_cli_writes_our_format(official_file, tmp_path):
+    from encodecmae_hear.cli import main
+
+    out = tmp_path / "converted.pt"
+    assert main(["convert", str(official_file("mel256")), str(out)]) == 0
+    payload = read_checkpoint(out)
+    assert payload["provenance"]["source_layout"] == "v2"
+    assert payload["provenance"]["variant"] == "mel256-ec-D=40 3-layer"
+    converted, _ = load_checkpoint(out)
+    direct, _ = load_checkpoint(official_file("mel256"))
+    audio = torch.from_numpy(fixture_audio(1, 31_300))
+    assert torch.equal(reference_features(converted, audio, "all"), reference_features(direct, audio, "all"))
+
+
+def test_encodec_weights_from_local_file(models, tmp_path, monkeypatch):
+    """An EnCodec-input file without wav_encoder.encoder.* takes EnCodec from
+    $ENCODECMAE_ENCODEC_WEIGHTS, and says which file it needs when that is unset."""
+    content = official_content("ec", with_encodec=False)
+    path = tmp_path / "ec_no_encodec.pt"
+    torch.save(content, path)
+    monkeypatch.delenv("ENCODECMAE_ENCODEC_WEIGHTS", raising=False)
+    with pytest.raises(CheckpointError, match="encodec_24khz-d7cc33bc.th"):
+        load_checkpoint(path)
+    weights = tmp_path / "encodec_24khz-d7cc33bc.th"
+    torch.save(build_encodec(seed=MANIFEST["encodec_seed"]).state_dict(), weights)
+    monkeypatch.setenv("ENCODECMAE_ENCODEC_WEIGHTS", str(weights))
+    model, payload = load_checkpoint(path)
+    assert payload["provenance"]["encodec_weights"] == str(weights)
+    ours, full = model.state_dict(), models("ec")[0].state_dict()
+    assert ours.keys() == full.keys() and all(torch.equal(ours[k], full[k]) for k in ours)
+
+
+def test_unknown_keys_are_refused(tmp_path):
+    content = official_content("mel256_st")
+    content["state_dict"]["visible_encoder.encoder_layers.0.ls1.gamma"] = torch.ones(40)
+    path = tmp_path / "odd.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="ls1.gamma"):
+        load_checkpoint(path)
+
+
+def test_unshared_ffn_builds_per_layer_ffns(tmp_path):
+    content = official_content("mel256_st")
+    state = content["state_dict"]
+    for i in range(3):  # give every encoder and decoder layer its own FFN tensors
+        for key in [k for k in state if f"encoder_layers.{i}.ff_layer." in k]:
+            state[key] = state[key].clone() + 0.01 * i
+    path = tmp_path / "unshared.pt"
+    torch.save(content, path)
+    model, _ = load_checkpoint(path)
+    assert not model.config.share_ffn
+    assert not torch.equal(model.encoder.layers[0].ffn[0].weight, model.encoder.layers[1].ffn[0].weight)
+
+
+def test_names_resolve_in_checkpoint_dir(official_file, tmp_path, monkeypatch):
+    (tmp_path / "upstreams").mkdir()
+    (tmp_path / "upstreams" / "mel256-ec-base_st.pt").write_bytes(official_file("mel256_st").read_bytes())
+    monkeypatch.setenv("ENCODECMAE_CHECKPOINT_DIR", str(tmp_path))
+    model = load_model("mel256-ec-base_st")
+    assert model.mae.config.num_streams == 1
+    with pytest.raises(FileNotFoundError, match=r"upstreams/mel256-ec-base_st"):
+        load_model("ecmae-large")
+
+
+def test_v1_layout(official_file, tmp_path):
+    """A v1 file (Lightning checkpoint, v1 key names, config.gin beside it) converts to
+    the same weights as the v2 file it was renamed from."""
+    content = official_content("ec")
+    v1 = {}
+    for key, value in content["state_dict"].items():
+        if key.startswith("target_encoder.") or key == "decoder.positional_encoder.scale":
+            continue
+        key = (key.replace("wav_encoder.encoder.model.", "wav_encoder.model.")
+               .replace("wav_encoder.post_net.", "feat_projector.")
+               .replace("visible_encoder.post_net.", "decoder_projector.")
+               .replace("masker.positional_encoder.", "positional_encoder."))
+        v1[key] = value
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    torch.save({"epoch": 3, "global_step": 10, "pytorch-lightning_version": "2.0.0", "state_dict": v1},
+               folder / "model.pt")
+    (folder / "config.gin").write_text(
+        "NUM_ENCODER_HEADS=12\nNUM_DECODER_HEADS=12\nNUM_TOTAL_TARGETS=8\nNUM_TARGET_TOKENS=64\n"
+        "encoder/tasks.models.transformers.MultiHeadAttention.num_heads=%NUM_ENCODER_HEADS\n"
+        "decoder/tasks.models.transformers.MultiHeadAttention.num_heads=%NUM_DECODER_HEADS\n"
+        "tasks.models.encodecmae.heads.FrameLevelClassificationHead:\n"
+        "    num_tokens=%NUM_TARGET_TOKENS\n    num_streams=%NUM_TOTAL_TARGETS\n")
+    model_v1, payload = load_checkpoint(folder / "model.pt")
+    model_v2, _ = load_checkpoint(official_file("ec"))
+    assert payload["provenance"]["source_layout"] == "v1"
+    sd1, sd2 = model_v1.state_dict(), model_v2.state_dict()
+    sd2["decoder_positions.scale"] = sd2["encoder_positions.scale"]  # v1 has one scale for both
+    assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
