@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoint import model_from_payload, save_checkpoint
+from .checkpoint import CheckpointError, model_from_payload, save_checkpoint, tokenizer_from_payload
 from .official import OfficialCheckpointError, read_official, resolve_checkpoint
 
 
@@ -28,8 +28,13 @@ def run(args) -> int:
     except (OfficialCheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    model = model_from_payload(payload, source)  # strict load: the mapping is complete
-    save_checkpoint(args.out, model, provenance=payload["provenance"], half=args.half)
+    try:  # strict loads: the mapping is complete
+        model = model_from_payload(payload, source)
+        tokenizer = tokenizer_from_payload(payload, source)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    save_checkpoint(args.out, model, tokenizer=tokenizer, provenance=payload["provenance"], half=args.half)
     prov = payload["provenance"]
     print(f"{source} ({prov['source_layout']}, {prov['variant']}) -> {args.out}")
     for reason, count in prov["ignored_keys"].items():

@@ -230,6 +230,7 @@ def official_payload(obj: dict, path="checkpoint", gin_text: str | None = None,
     if config.frontend == "encodec" and not any(k.startswith("frontend.encoder.") for k in state):
         state.update(_encodec_encoder_state(encodec_weights, path))
         encodec_source = str(encodec_weights or os.environ.get("ENCODECMAE_ENCODEC_WEIGHTS"))
+    tokenizer = _tokenizer_state(obj["state_dict"], state, ignored)
     reasons = sorted(set(ignored.values()))
     provenance = {
         "source": "official EnCodecMAE checkpoint (habla-liaa/encodecmae)",
@@ -239,15 +240,33 @@ def official_payload(obj: dict, path="checkpoint", gin_text: str | None = None,
         "targets": "encodec" if config.num_streams == 8 else "kmeans (self-trained)", **notes,
     }
     return {"format": FORMAT, "version": VERSION, "config": config.to_dict(),
-            "model": {k: v.float() for k, v in state.items()}, "tokenizer": None,
+            "model": {k: v.float() for k, v in state.items()}, "tokenizer": tokenizer,
             "provenance": provenance, "training": {}}
+
+
+def _tokenizer_state(source: dict, mapped: dict, ignored: dict) -> dict | None:
+    """The EnCodec tokenizer (encoder + RVQ codebooks, tokenizer.py's keys) that made a
+    pretrained model's targets, when the file holds all of it; None otherwise."""
+    quantizer = {k[len("target_encoder.model."):]: v for k, v in source.items()
+                 if k.startswith("target_encoder.model.")}
+    encoder = {k[len("target_encoder.encodec_encoder."):]: v for k, v in source.items()
+               if k.startswith("target_encoder.encodec_encoder.")}
+    encoder = encoder or {k[len("frontend.encoder."):]: v for k, v in mapped.items()
+                          if k.startswith("frontend.encoder.")}
+    if not quantizer or not encoder:
+        return None
+    for key in ignored:
+        if key.startswith("target_encoder."):
+            ignored[key] = "carried into the checkpoint's tokenizer (training targets)"
+    return {**{f"encoder.{k}": v for k, v in encoder.items()},
+            **{f"quantizer.{k}": v for k, v in quantizer.items()}}
 
 
 def describe(config) -> str:
     size = {(768, 5): "small", (768, 10): "base", (1024, 20): "large"}.get(
         (config.dim, config.encoder_layers), f"D={config.dim} {config.encoder_layers}-layer")
     st = "_st" if config.num_streams == 1 else ""
-    return f"{'EC' if config.frontend == 'encodec' else 'mel256'}-ec-{size}{st}"
+    return f"{'ec' if config.frontend == 'encodec' else 'mel256'}-ec-{size}{st}"
 
 
 def file_sha256(path) -> str:
