@@ -22,9 +22,19 @@ help:
 
 install: $(STAMP)
 
+# The HEAR 2021 tools pin Python < 3.9 and numpy 1.19.2, which do not build here: they
+# go in unmodified with --no-deps, followed by the dependencies they really use. The
+# .pth file puts the stand-in TensorFlow of encodecmae_hear/hear_compat.py last on sys.path.
+HEAR_TOOLS := hearvalidator==2021.0.6 heareval==2021.1.3 hearbaseline==2021.1.1
+HEAR_DEPS  := pytorch-lightning torchmetrics torchinfo click intervaltree more-itertools \
+              pandas python-slugify scipy librosa six future validators setuptools
 $(STAMP): setup.cfg constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps --ignore-requires-python $(HEAR_TOOLS)
+	$(PY) -m pip install -q -c constraints.txt $(HEAR_DEPS)
+	$(PY) -m pip install -q -c constraints.txt --no-deps dcase_util sed_eval
+	$(PY) -c "import site, encodecmae_hear.hear_compat as c; open(site.getsitepackages()[0] + '/encodecmae_hear_shims.pth', 'w').write(str(c.SHIM_DIR) + chr(10))"
 	touch $(STAMP)
 
 demo: $(STAMP)
