@@ -2,13 +2,14 @@
 official checkpoints can be checked against the reference's outputs.
 
 The reference (`extract_features_from_array` of habla-liaa/encodecmae) cuts a clip into
-4 s chunks at 24 kHz, drops a last chunk of <= 2048 samples, runs each chunk unpadded,
+4 s chunks at 24 kHz, drops (v2) a last chunk of <= 2048 samples, runs each chunk unpadded,
 and masks frames at or after `valid` as padded keys, where
 
 * v2 code: valid = min(N - b, 96000) // 320 for item b of a batch, N the clip length
   (a reused loop variable: the chunk offset is never subtracted). For one clip of
   <= 4 s this masks the last partial frame; a longer clip masks nothing.
-* v1 code (tag v.1.0.0): valid = len(chunk) // 320 for every chunk.
+* v1 code (tag v.1.0.0): valid = len(chunk) // 320 for every chunk, and no chunk is
+  dropped.
 
 Our own API (`EncodecMAE.encode`, hear.py) masks frame i when i >= ceil(length / 320) of
 the chunk's real audio, keeps every tail and is batch-independent; the two agree on
@@ -39,7 +40,7 @@ def reference_features(model, wav: torch.Tensor, layer=-1, layout: str = "v2") -
     outputs = []
     for start in range(0, wav.shape[0], CHUNK_SAMPLES):
         chunk = wav[start:start + CHUNK_SAMPLES]
-        if chunk.shape[0] <= MIN_CHUNK:
+        if layout == "v2" and chunk.shape[0] <= MIN_CHUNK:  # v1 keeps every chunk
             continue
         length = torch.tensor([reference_lengths(wav.shape[0], chunk.shape[0], layout)])
         _, tokens, padding = model.embed_frames(chunk[None], length)

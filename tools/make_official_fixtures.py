@@ -59,6 +59,7 @@ INPUTS = {"short": (1, 31_300), "long": (2, 99_000), "tail": (3, 97_500)}
 # 24 kHz with torchaudio before it goes to the reference.
 HEAR_INPUT = (4, 192_000, 48_000)
 STRIPPED_PREFIXES = ("wav_encoder.encoder.", "target_encoder.")
+V1_STRIPPED_PREFIXES = ("wav_encoder.model.", "target_encoder.")  # EnCodec in the v1 layout
 
 
 def fixture_audio(seed: int, n: int) -> np.ndarray:
@@ -105,7 +106,7 @@ def perturb(model: torch.nn.Module) -> None:
     gen = torch.Generator().manual_seed(WEIGHT_SEED)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
-            if name.startswith(STRIPPED_PREFIXES):
+            if name.startswith(STRIPPED_PREFIXES + V1_STRIPPED_PREFIXES):  # EnCodec stays as built
                 continue
             if p.ndim == 0:     # positional scales
                 p.copy_(torch.rand((), generator=gen) + 0.5)
@@ -187,6 +188,58 @@ def make_variant(ref: Path, out: Path, name: str, tmp: Path) -> dict:
             "outputs": {k: list(v.shape) for k, v in refs.items()}}
 
 
+def make_v1(ref: Path, out: Path) -> dict:
+    """The v1 layout (tag v.1.0.0): a Lightning-style checkpoint `model.pt` with its
+    `config.gin` and `imports` beside it, as its hub published them, loaded and run by
+    the v1 code's own hub loader. EnCodec input only (v1 had no mel models)."""
+    import gin
+    import encodecmae.hub as hub
+    from ginpipe.core import gin_configure_externals
+
+    folder = out / "v1_ec"
+    folder.mkdir(exist_ok=True)
+    configs = ref / "encodecmae" / "configs"
+    imports = (configs / "imports").read_text()
+    text = "\n".join([(configs / "models" / "encodecmae.gin").read_text(), "MAX_LR=0.0001"]
+                     + [f"{k}={v}" for k, v in SMALL.items()]
+                     + [f"{s}/tasks.models.transformers.TransformerEncoder.{p}={v}"
+                        for s in ("encoder", "decoder") for p, v in (("ff_dim", SMALL_FF_DIM), ("compile", False))]
+                     + ["encodecmae.hub.get_model.model=@tasks.models.EncodecMAE"]) + "\n"
+    gin.clear_config()
+    gin_configure_externals({"module_list_str": imports})
+    gin.parse_config(text)
+    torch.manual_seed(WEIGHT_SEED)
+    model = hub.get_model()()
+    perturb(model)
+    state = model.state_dict()
+    lightning = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.0.0", "state_dict": state}
+    config_str = gin.config_str()
+    gin.clear_config()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"model.pt": Path(tmp) / "model.pt", "config.gin": Path(tmp) / "config.gin",
+                 "imports": Path(tmp) / "imports"}
+        torch.save(lightning, files["model.pt"])
+        files["config.gin"].write_text(config_str)
+        files["imports"].write_text(imports)
+        hub.models = {"v1_ec": "local/v1_ec"}
+        hub.hf_hub_download = lambda repo_id, filename: str(files[filename])
+        ref_model = hub.load_model("v1_ec", device="cpu")
+    refs = {}
+    for clip, (seed, n) in INPUTS.items():
+        audio = fixture_audio(seed, n)
+        refs[f"{clip}_last"] = np.asarray(ref_model.extract_features_from_array(audio, layer=-1))[0]
+        refs[f"{clip}_all"] = np.asarray(ref_model.extract_features_from_array(audio, layer="all"))
+    np.savez_compressed(out / "v1_ec_reference.npz", **refs)
+    stripped = {k: v for k, v in state.items() if k.startswith(V1_STRIPPED_PREFIXES)}
+    lightning["state_dict"] = {k: v for k, v in state.items() if k not in stripped}
+    torch.save(lightning, folder / "model.pt")
+    (folder / "config.gin").write_text(config_str)
+    (folder / "imports").write_text(imports)
+    return {"self_trained": False, "outputs": {k: list(v.shape) for k, v in refs.items()},
+            "stripped": {"sha256": sha256_of(stripped),
+                         "shapes": {k: list(v.shape) for k, v in sorted(stripped.items())}}}
+
+
 def real_size(ref: Path, size: str, out: Path) -> None:
     """Full-size structural check (not committed): the official file, and the
     reference's output on the short clip, under OUT/real_<size>/."""
@@ -213,6 +266,9 @@ def main() -> int:
     parser.add_argument("out", type=Path, nargs="?", default=Path("tests/fixtures/official"))
     parser.add_argument("--real-size", choices=("small", "base", "large"),
                         help="instead: write a full-size check under OUT/real_<size>")
+    parser.add_argument("--v1", action="store_true",
+                        help="REF_SOURCE_DIR holds the v1 code (tag v.1.0.0): write OUT/v1_ec/ "
+                             "and add it to OUT/manifest.json")
     args = parser.parse_args()
     ref = args.ref_source.resolve()
     if not (ref / "encodecmae" / "hub.py").is_file():
@@ -225,6 +281,11 @@ def main() -> int:
     patch_encodec_offline()
     if args.real_size:
         real_size(ref, args.real_size, out)
+        return 0
+    if args.v1:
+        manifest = json.loads((out / "manifest.json").read_text())
+        manifest["v1"] = {"reference": "habla-liaa/encodecmae tag v.1.0.0", **make_v1(ref, out)}
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         return 0
     manifest = {"reference": "habla-liaa/encodecmae (v2 code)", "encodec_seed": ENCODEC_SEED,
                 "weight_seed": WEIGHT_SEED, "macros": SMALL, "ff_dim": SMALL_FF_DIM,
