@@ -1,0 +1,476 @@
+"""HEAR result tables: collect heareval's test scores over seeds and models, summarise, plot.
+
+A results folder (one per evaluation run, any number of models side by side)::
+
+    RUN_DIR/<label>/run.json                  {"label", "model", "options", "module"}
+    RUN_DIR/<label>/seed-<k>/<task_folder>/test.predicted-scores.json
+    RUN_DIR/<label>/seed-<k>/<task_folder>/task_metadata.json        (optional)
+
+``test.predicted-scores.json`` is what ``heareval.predictions.runner`` writes: for a
+train/valid/test task ``{"test": {"test_score": x, "test_<metric>": x, ...}, ...}``; for a
+k-fold task one entry per test fold (``"fold00"``, ...) and ``"aggregated_scores"``
+with ``"test_score_mean"`` / ``"test_score_std"`` over the folds. ``test_score`` is the
+task's primary score, the first entry of ``evaluation`` in ``task_metadata.json``.
+
+Per task and label the table gives the primary test score as mean ± sample std
+(n - 1) over seeds (std 0 for one seed), the mean divided by the leaderboard best where
+one is known (``data/leaderboard.csv``), and per label an overall mean over the tasks
+present for it. Scores stay fractions (0..1) in the data; tables and plots show %.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import hear_suites
+from .hear_suites import TaskConfig
+
+SCORES_FILE = "test.predicted-scores.json"
+METADATA_FILE = "task_metadata.json"
+RUN_FILE = "run.json"
+LEADERBOARD = Path(__file__).resolve().parent / "data" / "leaderboard.csv"
+OVERALL = "overall"               # task id of the per-label summary rows
+SEED_DIR = re.compile(r"^seed-(\d+)$")
+DPI = 100
+
+
+@dataclass(frozen=True)
+class Record:
+    """One model (label), one seed, one task: the primary test score."""
+    label: str
+    seed: int
+    task: str                      # short id from eval_configs, else the folder name
+    folder: str
+    metric: str                    # primary metric name (top1_acc, mAP, ...)
+    score: float                   # k-fold: heareval's mean over the test folds
+    folds: int = 1
+    fold_std: float | None = None  # heareval's std over folds (k-fold only)
+    model: str = ""
+    title: str = ""
+    path: str = ""
+    options: dict = field(default_factory=dict, compare=False, hash=False)  # run.json
+
+
+@dataclass(frozen=True)
+class Best:
+    task: str
+    metric: str
+    best: float
+    model: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table cell's worth: one label on one task, or its overall mean (task == OVERALL)."""
+    label: str
+    model: str
+    task: str
+    title: str
+    metric: str
+    mean: float
+    std: float                     # sample std over seeds; nan for OVERALL rows
+    n_seeds: int = 0
+    seeds: tuple[int, ...] = ()
+    scores: tuple[float, ...] = ()
+    best: float | None = None
+    best_model: str = ""
+    normalised: float | None = None   # mean / best
+    n_tasks: int = 1                  # OVERALL: tasks averaged for mean
+    n_normalised: int = 0             # OVERALL: tasks averaged for normalised
+    folder: str = ""
+    options: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+# ---------------------------------------------------------------- reading
+
+def _test_score(entry: dict, metric: str | None, where: str, suffix: str = "") -> float:
+    """The primary score of one result dict, checked against ``test_<metric>``."""
+    primary = entry.get(f"test_score{suffix}")
+    named = entry.get(f"test_{metric}{suffix}") if metric else None
+    if primary is None and named is None:
+        raise ValueError(f"{where}: no test_score{suffix}"
+                         + (f" or test_{metric}{suffix}" if metric else "")
+                         + f"; keys: {sorted(entry)}")
+    if primary is not None and named is not None and not _same(primary, named):
+        raise ValueError(f"{where}: test_score{suffix}={primary} but test_{metric}{suffix}="
+                         f"{named}: the task's primary metric is not {metric!r}")
+    return float(primary if primary is not None else named)
+
+
+def _same(a: float, b: float) -> bool:
+    a, b = float(a), float(b)
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _infer_metric(entry: dict) -> str:
+    """The first ``test_<name>`` equal to ``test_score`` (heareval logs the primary first)."""
+    primary = entry.get("test_score")
+    for key, value in entry.items():
+        if (key.startswith("test_") and key not in ("test_score", "test_loss")
+                and isinstance(value, (int, float)) and primary is not None
+                and _same(value, primary)):
+            return key[len("test_"):].removesuffix("_mean")
+    return "test_score"
+
+
+def read_scores(path: str | Path, metric: str | None = None) -> tuple[str, float, int, float | None]:
+    """Parse one ``test.predicted-scores.json``.
+
+    -> (metric, primary test score, number of test folds, std over folds or None).
+    ``metric`` None: taken from ``task_metadata.json`` beside the file when there is one,
+    else inferred from the keys.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if metric is None:
+        meta = path.parent / METADATA_FILE
+        if meta.is_file():
+            evaluation = json.loads(meta.read_text()).get("evaluation") or []
+            metric = str(evaluation[0]) if evaluation else None
+    folds = {k: v for k, v in data.items()
+             if k != "aggregated_scores" and isinstance(v, dict)
+             and any(key.startswith("test_") for key in v)}
+    if not folds:
+        raise ValueError(f"{path}: no test results (expected a 'test' entry or per-fold "
+                         f"entries with test_score); keys: {sorted(data)}")
+    aggregated = data.get("aggregated_scores")
+    if isinstance(aggregated, dict):
+        if metric is None:
+            metric = _infer_metric(aggregated)
+        score = _test_score(aggregated, metric, f"{path} aggregated_scores", "_mean")
+        std = aggregated.get("test_score_std", aggregated.get(f"test_{metric}_std"))
+        return metric, score, len(folds), (None if std is None else float(std))
+    if metric is None:
+        metric = _infer_metric(next(iter(folds.values())))
+    scores = [_test_score(entry, metric, f"{path} {name}") for name, entry in folds.items()]
+    if len(scores) == 1:
+        return metric, scores[0], 1, None
+    # Several folds but no aggregate (heareval always writes one; be lenient).
+    mean, std = mean_std(scores)
+    return metric, mean, len(scores), std
+
+
+def read_run(label_dir: str | Path) -> dict:
+    """``run.json`` of one label folder, or {} when there is none."""
+    path = Path(label_dir) / RUN_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _task_index() -> dict[str, TaskConfig]:
+    try:
+        return {task.folder: task for task in hear_suites.all_tasks()}
+    except FileNotFoundError:
+        return {}
+
+
+def _is_label_dir(path: Path) -> bool:
+    return path.is_dir() and any(SEED_DIR.match(p.name) and p.is_dir() for p in path.iterdir())
+
+
+def collect(run_dir: str | Path) -> list[Record]:
+    """Every score under ``run_dir`` (see the module docstring for the layout).
+
+    ``run_dir`` may also be one label folder itself (it holds ``seed-<k>`` folders).
+    Task folders without a scores file (a run in progress or failed) are skipped.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"results folder not found: {run_dir}")
+    index = _task_index()
+    label_dirs = [run_dir] if _is_label_dir(run_dir) else sorted(
+        p for p in run_dir.iterdir() if not p.name.startswith(".") and _is_label_dir(p))
+    records = []
+    for label_dir in label_dirs:
+        run = read_run(label_dir)
+        label = str(run.get("label") or label_dir.name)
+        model = str(run.get("model") or label)
+        options = dict(run.get("options") or {})
+        seed_dirs = sorted((int(m.group(1)), p) for p in label_dir.iterdir()
+                           if p.is_dir() and (m := SEED_DIR.match(p.name)))
+        for seed, seed_dir in seed_dirs:
+            for task_dir in sorted(p for p in seed_dir.iterdir() if p.is_dir()):
+                scores_file = task_dir / SCORES_FILE
+                if not scores_file.is_file():
+                    continue
+                config = index.get(task_dir.name)
+                metric, score, folds, fold_std = read_scores(
+                    scores_file, config.metric if config else None)
+                records.append(Record(
+                    label=label, seed=seed, folder=task_dir.name,
+                    task=config.task if config else task_dir.name,
+                    title=config.name if config else task_dir.name,
+                    metric=metric, score=score, folds=folds, fold_std=fold_std,
+                    model=model, path=str(scores_file), options=options))
+    return records
+
+
+def load_leaderboard(path: str | Path | None = None) -> dict[str, Best]:
+    """task id -> leaderboard best (``data/leaderboard.csv`` unless ``path``)."""
+    path = Path(path) if path else LEADERBOARD
+    with open(path, newline="") as file:
+        return {row["task"]: Best(row["task"], row["metric"], float(row["best"]),
+                                  row.get("model", ""), row.get("source", ""))
+                for row in csv.DictReader(file)}
+
+
+# ---------------------------------------------------------------- maths
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); std 0 for a single value."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_std of no values")
+    mean = math.fsum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def summarise(records: list[Record], tasks: list[TaskConfig] | None = None,
+              leaderboard: dict[str, Best] | None = None) -> list[Row]:
+    """Per (task, label) mean ± std over seeds, normalised scores, per-label overall means.
+
+    ``tasks``: restrict to and order by these tasks (e.g. a suite); default: every task
+    in ``records``, ordered by title. Labels keep their order of first appearance.
+    ``leaderboard`` default: the bundled ``data/leaderboard.csv``; {} for none.
+    Rows come task by task (labels inside), then one OVERALL row per label.
+    """
+    leaderboard = load_leaderboard() if leaderboard is None else leaderboard
+    seen: dict[tuple[str, int, str], Record] = {}
+    for record in records:
+        key = (record.label, record.seed, record.task)
+        if key in seen:
+            raise ValueError(f"two results for label {record.label!r}, seed {record.seed}, "
+                             f"task {record.task}: {seen[key].path} and {record.path}; "
+                             "give the runs different labels")
+        seen[key] = record
+    labels = list(dict.fromkeys(r.label for r in records))
+    if tasks is not None:
+        order = [(t.task, t.name, t.metric, t.folder) for t in tasks]
+    else:
+        first = {}
+        for r in records:
+            first.setdefault(r.task, (r.task, r.title or r.task, r.metric, r.folder))
+        order = sorted(first.values(), key=lambda t: t[1].lower())
+    rows: list[Row] = []
+    per_label: dict[str, list[Row]] = {label: [] for label in labels}
+    for task, title, metric, folder in order:
+        best = leaderboard.get(task)
+        for label in labels:
+            group = sorted((r for r in records if r.label == label and r.task == task),
+                           key=lambda r: r.seed)
+            if not group:
+                continue
+            mean, std = mean_std([r.score for r in group])
+            known = best is not None and best.metric == group[0].metric and best.best > 0
+            row = Row(label=label, model=group[0].model, task=task, title=title,
+                      metric=group[0].metric, mean=mean, std=std, n_seeds=len(group),
+                      seeds=tuple(r.seed for r in group), scores=tuple(r.score for r in group),
+                      best=best.best if known else None, best_model=best.model if known else "",
+                      normalised=mean / best.best if known else None, folder=folder,
+                      options=group[0].options)
+            rows.append(row)
+            per_label[label].append(row)
+    for label in labels:
+        done = per_label[label]
+        if not done:
+            continue
+        normalised = [r.normalised for r in done if r.normalised is not None]
+        rows.append(Row(
+            label=label, model=done[0].model, task=OVERALL, title="Mean", metric="",
+            mean=math.fsum(r.mean for r in done) / len(done), std=math.nan,
+            n_seeds=max(r.n_seeds for r in done),
+            seeds=tuple(sorted({s for r in done for s in r.seeds})),
+            normalised=math.fsum(normalised) / len(normalised) if normalised else None,
+            n_tasks=len(done), n_normalised=len(normalised), options=done[0].options))
+    return rows
+
+
+# ---------------------------------------------------------------- output
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _pct(x: float) -> str:
+    return "nan" if math.isnan(x) else f"{100 * x:.2f}"
+
+
+def _split(rows: list[Row]) -> tuple[list[str], list[tuple[str, str]], dict, dict]:
+    labels = list(dict.fromkeys(r.label for r in rows))
+    tasks = list(dict.fromkeys((r.task, r.title) for r in rows if r.task != OVERALL))
+    cells = {(r.task, r.label): r for r in rows if r.task != OVERALL}
+    overall = {r.label: r for r in rows if r.task == OVERALL}
+    return labels, tasks, cells, overall
+
+
+def markdown(rows: list[Row]) -> str:
+    """Two Markdown tables (scores in %, normalised scores) and the list of runs."""
+    labels, tasks, cells, overall = _split(rows)
+    seeds_of = {label: max((r.n_seeds for r in rows if r.label == label), default=0)
+                for label in labels}
+    out = ["# HEAR results", "",
+           "Primary test score in %: mean ± sample std over seeds (std 0 for one seed); "
+           "(n=k) marks a task with fewer seeds than the label's others. "
+           "Best: leaderboard best where known.", ""]
+    out.append("| Task | Metric | Best | " + " | ".join(labels) + " |")
+    out.append("|---|---|---|" + "---|" * len(labels))
+    for task, title in tasks:
+        present = [cells[(task, l)] for l in labels if (task, l) in cells]
+        metric = present[0].metric if present else ""
+        best = next((r for r in present if r.best is not None), None)
+        best_text = f"{_pct(best.best)} ({best.best_model})" if best and best.best_model \
+            else (_pct(best.best) if best else "")
+        line = [title, metric, best_text]
+        for label in labels:
+            row = cells.get((task, label))
+            if row is None:
+                line.append("—")
+                continue
+            text = f"{_pct(row.mean)} ± {_pct(row.std)}"
+            if row.n_seeds < seeds_of[label]:
+                text += f" (n={row.n_seeds})"
+            line.append(text)
+        out.append("| " + " | ".join(line) + " |")
+    mean_line = ["**Mean**", "", ""]
+    for label in labels:
+        row = overall.get(label)
+        mean_line.append(f"{_pct(row.mean)} ({row.n_tasks} tasks)" if row else "—")
+    out.append("| " + " | ".join(mean_line) + " |")
+
+    normalised_tasks = [(t, title) for t, title in tasks
+                        if any(cells.get((t, l)) and cells[(t, l)].normalised is not None
+                               for l in labels)]
+    if normalised_tasks:
+        out += ["", "Normalised score: mean / leaderboard best.", ""]
+        out.append("| Task | " + " | ".join(labels) + " |")
+        out.append("|---|" + "---|" * len(labels))
+        for task, title in normalised_tasks:
+            line = [title]
+            for label in labels:
+                row = cells.get((task, label))
+                line.append(f"{row.normalised:.3f}" if row and row.normalised is not None
+                            else "—")
+            out.append("| " + " | ".join(line) + " |")
+        line = ["**Mean**"]
+        for label in labels:
+            row = overall.get(label)
+            line.append(f"{row.normalised:.3f} ({row.n_normalised} tasks)"
+                        if row and row.normalised is not None else "—")
+        out.append("| " + " | ".join(line) + " |")
+
+    out += ["", "Runs:", ""]
+    for label in labels:
+        row = overall.get(label)
+        seeds = ", ".join(str(s) for s in row.seeds) if row else ""
+        options = json.dumps(row.options, sort_keys=True) if row and row.options else "{}"
+        out.append(f"- `{label}`: model `{row.model if row else ''}`, options `{options}`, "
+                   f"seeds {seeds}")
+    return "\n".join(out) + "\n"
+
+
+CSV_COLUMNS = ("label", "model", "task", "title", "folder", "metric", "n_seeds", "seeds",
+               "scores", "mean", "std", "best", "best_model", "normalised", "n_tasks",
+               "n_normalised")
+
+
+def to_csv(rows: list[Row]) -> str:
+    """One line per (task, label) and per label's overall mean; scores as fractions."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([
+            r.label, r.model, r.task, r.title, r.folder, r.metric, r.n_seeds,
+            " ".join(str(s) for s in r.seeds), " ".join(repr(s) for s in r.scores),
+            repr(r.mean), "" if math.isnan(r.std) else repr(r.std),
+            "" if r.best is None else repr(r.best), r.best_model,
+            "" if r.normalised is None else repr(r.normalised), r.n_tasks, r.n_normalised])
+    return buffer.getvalue()
+
+
+def write_tables(rows: list[Row], out_dir: str | Path, stem: str = "results") -> dict[str, Path]:
+    """Write ``<stem>.md`` and ``<stem>.csv`` atomically. -> {"markdown": path, "csv": path}."""
+    out_dir = Path(out_dir)
+    paths = {"markdown": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv"}
+    _atomic_write(paths["markdown"], markdown(rows).encode())
+    _atomic_write(paths["csv"], to_csv(rows).encode())
+    return paths
+
+
+def figure_size(n_tasks: int, n_labels: int) -> tuple[float, float]:
+    """Figure size in inches for ``plot`` (pixels: times DPI)."""
+    width = max(6.0, 1.5 + 0.25 * max(n_tasks, 1) * (max(n_labels, 1) + 1))
+    return round(width, 2), 4.5
+
+
+def plot(rows: list[Row], path: str | Path) -> Path:
+    """Bar plot of the task rows: one group per task, one bar per label, error bars = std
+    over seeds, a black tick at the leaderboard best where known. Written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    labels, tasks, cells, _ = _split(rows)
+    fig = Figure(figsize=figure_size(len(tasks), len(labels)), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(len(labels), 1)
+    for i, label in enumerate(labels):
+        xs, heights, errors = [], [], []
+        for j, (task, _) in enumerate(tasks):
+            row = cells.get((task, label))
+            if row is not None:
+                xs.append(j - 0.4 + width * (i + 0.5))
+                heights.append(100 * row.mean)
+                errors.append(100 * row.std)
+        ax.bar(xs, heights, width=width, yerr=errors, capsize=2, label=label)
+    labelled = False
+    for j, (task, _) in enumerate(tasks):
+        best = next((cells[(task, l)].best for l in labels
+                     if (task, l) in cells and cells[(task, l)].best is not None), None)
+        if best is not None:
+            ax.hlines(100 * best, j - 0.45, j + 0.45, colors="black", linewidth=1.5,
+                      label=None if labelled else "leaderboard best")
+            labelled = True
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels([title for _, title in tasks], rotation=35, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(tasks) - 0.4)
+    tops = [100 * (r.mean + r.std) for r in cells.values() if not math.isnan(r.mean + r.std)]
+    ax.set_ylim(0, max([100.0] + [t + 2 for t in tops]))
+    ax.set_ylabel("test score (%)")
+    fig.suptitle("HEAR: primary test score, mean ± std over seeds", fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+    if labels:
+        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                  ncol=min(len(labels) + 1, 6), frameon=False)
+    width_in, height_in = fig.get_size_inches()
+    fig.subplots_adjust(left=0.7 / width_in, right=1 - 0.15 / width_in,
+                        bottom=1.3 / height_in, top=1 - 0.75 / height_in)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    _atomic_write(path, buffer.getvalue())
+    return path
