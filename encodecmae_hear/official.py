@@ -137,15 +137,21 @@ def _check_defaults(gin: GinConfig, path) -> None:
                                               f"converter supports only {value!r}")
 
 
+# MelspectrogramProcessor's defaults in the reference (its `dither` is not passed on)
+_MEL_DEFAULTS = dict(sample_frequency=16000, frame_shift=10, frame_length=25, htk_compat=False,
+                     use_energy=False, window_type="povey", num_mel_bins=23, norm_stats=[0, 1],
+                     low_freq=20, high_freq=0)
+
+
 def _mel_settings_ok(gin: GinConfig, path) -> None:
     from . import frontend as fe
 
-    want = dict(sample_frequency=24000, frame_shift=fe.MEL_SHIFT_MS, frame_length=fe.MEL_FRAME_MS,
+    ours = dict(sample_frequency=24000, frame_shift=fe.MEL_SHIFT_MS, frame_length=fe.MEL_FRAME_MS,
                 htk_compat=True, use_energy=False, window_type="hanning", num_mel_bins=fe.MEL_BINS,
-                dither=0.0, norm_stats=[fe.MEL_MEAN, fe.MEL_STD], low_freq=20, high_freq=0)
-    for param, value in want.items():
-        got = gin.get("MelspectrogramProcessor", param, default=None)
-        if got is not None and got != value:
+                norm_stats=[fe.MEL_MEAN, fe.MEL_STD], low_freq=20, high_freq=0)
+    for param, value in ours.items():
+        got = gin.get("MelspectrogramProcessor", param, default=_MEL_DEFAULTS[param])
+        if got != value:
             raise OfficialCheckpointError(f"{path}: mel frontend {param} = {got!r}, ours is {value!r}")
 
 

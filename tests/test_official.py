@@ -238,3 +238,12 @@ def test_v1_reference_embeddings(tmp_path):
         if clip == "short":  # v1's layer=-1 is the stack output, not 'all'[-1]
             last = reference_features(model, audio, -1, layout="v1")
             assert _max_diff(last, refs[f"{clip}_last"]) <= TOLERANCE, clip
+
+
+def test_mel_settings_other_than_ours_are_refused(tmp_path):
+    content = official_content("mel256_st")
+    content["config"] = content["config"].replace("window_type = 'hanning'", "window_type = 'hamming'")
+    path = tmp_path / "hamming.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="window_type = 'hamming'"):
+        load_checkpoint(path)
