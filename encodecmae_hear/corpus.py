@@ -128,6 +128,8 @@ def to_mono_24k(audio: np.ndarray, sr: int) -> np.ndarray:
     import torchaudio
 
     mono = audio.mean(axis=1) if audio.ndim == 2 else audio
+    if mono.size == 0:
+        return mono.astype(np.float32)
     if sr != SAMPLE_RATE:
         mono = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono)),
                                               sr, SAMPLE_RATE).numpy()
@@ -249,6 +251,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pack", action="store_true", help="also write low-bitrate tar shards")
     parser.add_argument("--pack-level", type=float, default=0.96,
                         help="Opus compression level of the packed copy (1 = smallest)")
+    parser.add_argument("--pack-hours", type=float, default=7.0,
+                        help="hours of the train split in the packed copy (≈60 MiB at the default level)")
     parser.add_argument("--shards", type=int, default=4, help="number of tar shards")
 
 
@@ -270,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     wall = time.time() - t0
     write_record(rows, records + synth_records, out, Path(args.record), wall)
     if args.pack:
-        pack(rows, out, args.pack_level, args.shards)
+        pack(rows, out, args.pack_level, args.shards, args.pack_hours)
     print(f"corpus at {out}: {len(rows)} files, {sum(r['duration'] for r in rows) / 3600:.2f} h,"
           f" {wall / 60:.1f} min")
     return 0

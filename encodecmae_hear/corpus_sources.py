@@ -65,6 +65,17 @@ PACKAGE_SOURCES: tuple[PackageSource, ...] = (
     PackageSource("extremetuxracer-data", "environment", rules=(MUSIC_DIRS,)),
     PackageSource("openarena-data", "environment", rules=(MUSIC_DIRS,)),
     PackageSource("pingus-data", "environment"),
+    # sound effects: Tux Paint stamp sounds (animals, vehicles, instruments; spoken
+    # stamp descriptions in a few languages), strategy-game units and ambience
+    PackageSource("tuxpaint-stamps-default", "environment", rules=(
+        (r"_desc(_(es|de|ja|pt_BR))?\.ogg$", "speech"), (r"_desc_", None),
+        (r"_[a-z]{2}(_[A-Z]{2})?\.ogg$", "speech"))),
+    PackageSource("tuxpaint-data", "environment"),
+    PackageSource("megaglest-data", "environment", rules=(MUSIC_DIRS,)),
+    PackageSource("wesnoth-1.16-data", "environment", rules=(MUSIC_DIRS,)),
+    PackageSource("widelands-data", "environment", rules=(MUSIC_DIRS,)),
+    PackageSource("warmux-data", "environment", rules=(MUSIC_DIRS, (r"/voices/", "speech"))),
+    PackageSource("supertuxkart-data", "environment", rules=(MUSIC_DIRS,)),
     # desktop sound themes
     PackageSource("sound-theme-freedesktop", "environment"),
     PackageSource("oxygen-sounds", "environment"),

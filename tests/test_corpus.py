@@ -48,6 +48,7 @@ def tree(tmp_path):
     sf.write(sounds / "boom.wav", tone(1.0, 44100, channels=2), 44100)
     sf.write(sounds / "tick.wav", tone(0.1, 44100), 44100)            # too short: left out
     (sounds / "broken.ogg").write_bytes(b"not audio at all")           # fails, not fatal
+    sf.write(sounds / "empty.wav", np.zeros(0, np.float32), 44100)   # empty: left out
     os.symlink(sounds / "boom.wav", sounds / "boom-alias.wav")         # alias: listed once
     sf.write(music / "song.ogg", tone(3.0, 48000, freq=220), 48000, format="OGG", subtype="VORBIS")
     sf.write(tmp_path / "inner.wav", tone(0.8, 22050), 22050)
@@ -144,3 +145,15 @@ def test_speech_jobs_are_seeded_and_varied():
     assert jobs == cs.speech_jobs(30, seed=1)
     assert len({j.voice for j in jobs}) > 15 and len({j.text for j in jobs}) == 30
     assert all(110 <= j.rate < 230 and 15 <= j.pitch < 85 for j in jobs)
+
+
+def test_pack_selection_budget_and_balance():
+    rows = [{"path": f"audio/{c}/{i}.ogg", "duration": 60.0 * (1 + i % 3), "category": c,
+             "split": "valid" if i % 10 == 0 else "train"}
+            for c, n in (("speech", 200), ("music", 200), ("environment", 30)) for i in range(n)]
+    chosen = corpus_report.pack_selection(rows, hours=3.0)
+    assert chosen == corpus_report.pack_selection(list(reversed(rows)), hours=3.0)
+    hours = {c: sum(r["duration"] for r in chosen if r["category"] == c) / 3600 for c in cs.CATEGORIES}
+    assert all(r["split"] == "train" for r in chosen)
+    assert sum(hours.values()) <= 3.0 and hours["environment"] <= 1.0
+    assert abs(hours["speech"] - hours["music"]) < 0.2 and hours["speech"] > 0.9
