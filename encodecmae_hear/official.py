@@ -231,6 +231,9 @@ def official_payload(obj: dict, path="checkpoint", gin_text: str | None = None,
         gin = GinConfig.parse(gin_text) if gin_text is not None else None
     except GinError as err:
         raise OfficialCheckpointError(f"{path}: config: {err}") from None
+    missing = [k for k in ("input_proj.weight", "encoder.layers.0.ffn.0.weight", "head.weight") if k not in state]
+    if missing:
+        raise OfficialCheckpointError(f"{path}: incomplete official checkpoint: nothing maps to {missing}")
     config, notes = build_config(state, gin, layout, path)
     encodec_source = "checkpoint"
     if config.frontend == "encodec" and not any(k.startswith("frontend.encoder.") for k in state):

@@ -247,3 +247,10 @@ def test_mel_settings_other_than_ours_are_refused(tmp_path):
     torch.save(content, path)
     with pytest.raises(CheckpointError, match="window_type = 'hamming'"):
         load_checkpoint(path)
+
+
+def test_incomplete_official_file(tmp_path):
+    path = tmp_path / "empty.pt"
+    torch.save({"state_dict": {}, "config": "MODEL_DIM = 768", "imports": ""}, path)
+    with pytest.raises(CheckpointError, match="incomplete official checkpoint"):
+        load_checkpoint(path)
