@@ -41,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(args.runs)} (layout: RUN_DIR/<label>/seed-<k>/<task_folder>/"
               f"{results.SCORES_FILE})", file=sys.stderr)
         return 1
-    tasks = hear_suites.load_suite(args.suite) if args.suite else None
+    try:
+        tasks = hear_suites.load_suite(args.suite) if args.suite else None
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"hear-table: {err}", file=sys.stderr)
+        return 2
     rows = results.summarise(records, tasks=tasks)
     if tasks is not None:
         found = {r.task for r in rows}

@@ -110,13 +110,19 @@ def _same(a: float, b: float) -> bool:
 
 
 def _infer_metric(entry: dict) -> str:
-    """The first ``test_<name>`` equal to ``test_score`` (heareval logs the primary first)."""
-    primary = entry.get("test_score")
+    """The first ``test_<name>`` equal to ``test_score`` (heareval logs the primary first).
+    ``entry`` is one split's results or ``aggregated_scores`` (keys ending in _mean)."""
+    suffix = "_mean" if "test_score_mean" in entry else ""
+    primary = entry.get(f"test_score{suffix}")
+    if primary is None:
+        return "test_score"
     for key, value in entry.items():
-        if (key.startswith("test_") and key not in ("test_score", "test_loss")
-                and isinstance(value, (int, float)) and primary is not None
-                and _same(value, primary)):
-            return key[len("test_"):].removesuffix("_mean")
+        if not (key.startswith("test_") and key.endswith(suffix)):
+            continue
+        name = key[len("test_"):len(key) - len(suffix)]
+        if name not in ("score", "loss") and isinstance(value, (int, float)) \
+                and _same(value, primary):
+            return name
     return "test_score"
 
 
@@ -319,6 +325,10 @@ def _pct(x: float) -> str:
     return "nan" if math.isnan(x) else f"{100 * x:.2f}"
 
 
+def _tasks(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
+
+
 def _split(rows: list[Row]) -> tuple[list[str], list[tuple[str, str]], dict, dict]:
     labels = list(dict.fromkeys(r.label for r in rows))
     tasks = list(dict.fromkeys((r.task, r.title) for r in rows if r.task != OVERALL))
@@ -358,7 +368,7 @@ def markdown(rows: list[Row]) -> str:
     mean_line = ["**Mean**", "", ""]
     for label in labels:
         row = overall.get(label)
-        mean_line.append(f"{_pct(row.mean)} ({row.n_tasks} tasks)" if row else "—")
+        mean_line.append(f"{_pct(row.mean)} ({_tasks(row.n_tasks)})" if row else "—")
     out.append("| " + " | ".join(mean_line) + " |")
 
     normalised_tasks = [(t, title) for t, title in tasks
@@ -378,7 +388,7 @@ def markdown(rows: list[Row]) -> str:
         line = ["**Mean**"]
         for label in labels:
             row = overall.get(label)
-            line.append(f"{row.normalised:.3f} ({row.n_normalised} tasks)"
+            line.append(f"{row.normalised:.3f} ({_tasks(row.n_normalised)})"
                         if row and row.normalised is not None else "—")
         out.append("| " + " | ".join(line) + " |")
 

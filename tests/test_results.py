@@ -96,6 +96,9 @@ def test_kfold_file_uses_heareval_aggregate(tmp_path):
     assert score == pytest.approx(0.82)
     # sample std of 0.80, 0.84, 0.82, 0.86, 0.78 around 0.82: sqrt(0.004 / 4)
     assert fold_std == pytest.approx(math.sqrt(0.004 / 4))
+    assert read_scores(path)[0] == "top1_acc"                  # inferred from the aggregate
+    mAP = write_json(tmp_path / "vi" / results.SCORES_FILE, kfold_scores([0.2, 0.3], "mAP"))
+    assert read_scores(mAP) == ("mAP", pytest.approx(0.25), 2, pytest.approx(0.0707106781))
 
 
 def test_event_file_metric_from_task_metadata(tmp_path):
@@ -236,7 +239,7 @@ def test_tables_and_plot_files(two_models, tmp_path):
     assert "| Task | Metric | Best | A | B |" in text
     assert "| ESC-50 | top1_acc | 96.60 (CED-base) | 60.00 ± 14.14 | 80.00 ± 0.00 |" in text
     assert "| LibriCount | top1_acc |  | 60.00 ± 0.00 (n=1) | — |" in text
-    assert "| **Mean** |  |  | 51.67 (3 tasks) | 80.00 (1 tasks) |" in text
+    assert "| **Mean** |  |  | 51.67 (3 tasks) | 80.00 (1 task) |" in text
     assert "| ESC-50 | 0.621 | 0.828 |" in text
     with open(paths["csv"], newline="") as file:
         table = list(csv.DictReader(file))
@@ -266,5 +269,7 @@ def test_hear_table_command(two_models, tmp_path, capsys):
     assert "| ESC-50 |" in printed.out and "no results for 15 task(s)" in printed.err
     assert png_size(out / "results.png")[1] == 450
     assert hear_table.run(parser.parse_args(["--runs", str(tmp_path / "empty_or_none")])) == 2
+    assert hear_table.run(parser.parse_args(["--runs", str(run_a), "--suite", "nope"])) == 2
+    assert "unknown suite 'nope'" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert hear_table.run(parser.parse_args(["--runs", str(tmp_path / "empty")])) == 1
