@@ -433,7 +433,7 @@ def write_tables(rows: list[Row], out_dir: str | Path, stem: str = "results") ->
 
 def figure_size(n_tasks: int, n_labels: int) -> tuple[float, float]:
     """Figure size in inches for ``plot`` (pixels: times DPI)."""
-    width = max(6.0, 1.5 + 0.25 * max(n_tasks, 1) * (max(n_labels, 1) + 1))
+    width = max(6.0, 1.5 + 0.15 * max(n_tasks, 1) * (max(n_labels, 1) + 1))
     return round(width, 2), 4.5
 
 
