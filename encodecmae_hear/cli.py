@@ -15,12 +15,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("encodecmae_hear.convert", "convert an official EnCodecMAE checkpoint to this project's format"),
     "corpus": ("encodecmae_hear.corpus", "build the offline pretraining corpus from Debian packages"),
     "demo": ("encodecmae_hear.demo", "validate the bundled model and time embeddings on generated clips"),
+    "hear": ("encodecmae_hear.hear_eval", "HEAR evaluation in one go: embed, predict over seeds, table"),
+    "hear-embed": ("encodecmae_hear.hear_embed", "HEAR task embeddings with heareval's runner (resumable)"),
+    "hear-predict": ("encodecmae_hear.hear_predict", "heareval downstream training and test scores per seed"),
+    "hear-table": ("encodecmae_hear.hear_table", "HEAR results table (Markdown, CSV) and bar plot"),
+    "hear-validate": ("encodecmae_hear.hear_validate", "run the real hear-validator on a checkpoint"),
     "heldout-tasks": ("encodecmae_hear.heldout_tasks", "write HEAR tasks from held-out corpus sources"),
     "info": ("encodecmae_hear.info", "print a checkpoint's config, provenance and parameter counts"),
     "init": ("encodecmae_hear.init_checkpoint", "write an untrained checkpoint for a preset"),
     "manifest": ("encodecmae_hear.manifest", "scan audio folders into a training manifest (and tar shards)"),
     "pretrain": ("encodecmae_hear.pretrain", "pretrain EnCodecMAE (EnCodec targets); torchrun for several GPUs"),
     "selftrain": ("encodecmae_hear.selftrain", "self-train a pretrained model on k-means ids of its own features"),
+    "synth-tasks": ("encodecmae_hear.synthetic_tasks", "write the synthetic HEAR suite (scene k-fold + event task)"),
 }
 
 

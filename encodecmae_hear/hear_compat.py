@@ -11,6 +11,9 @@ Python and torch. Everything lives here; the tools themselves are installed unmo
    testing, to pick that epoch's event post-processing (hear-eval-kit issue #432).
    pytorch-lightning 1.9 keeps the epoch in `fit_loop.epoch_progress`, so the
    assignment had no effect; `patch_lightning` makes it a real setter.
+4. Seeds: heareval always calls `seed_everything(42)` before downstream training, so
+   repeated runs are identical. With $ENCODECMAE_HEAR_SEED=k, `patch_seed` makes that
+   call seed 42 + k (k = 0 is heareval's own run).
 
 Run a tool through this module: `python -m encodecmae_hear.hear_compat MODULE ARGS...`,
 e.g. `python -m encodecmae_hear.hear_compat heareval.predictions.runner embeddings/...`.
@@ -23,6 +26,7 @@ import sys
 from pathlib import Path
 
 SHIM_DIR = Path(__file__).resolve().parent / "hear_shims"
+SEED_ENV = "ENCODECMAE_HEAR_SEED"
 
 
 def runner_env(base: dict | None = None) -> dict:
@@ -48,6 +52,17 @@ def patch_lightning() -> None:
     FitLoop.current_epoch = property(get_epoch, set_epoch)
 
 
+def patch_seed(offset: int) -> None:
+    import heareval.predictions.task_predictions as tp
+
+    seed_everything = tp.seed_everything
+
+    def shifted(seed=None, *args, **kwargs):
+        return seed_everything(None if seed is None else seed + offset, *args, **kwargs)
+
+    tp.seed_everything = shifted
+
+
 def command(module: str, *args: str) -> list[str]:
     """argv that runs `python -m module args...` with the shims in place."""
     return [sys.executable, "-m", "encodecmae_hear.hear_compat", module, *map(str, args)]
@@ -62,6 +77,8 @@ def main() -> None:
         sys.path.append(str(SHIM_DIR))
     if module.startswith("heareval"):
         patch_lightning()
+    if module.startswith("heareval.predictions") and os.environ.get(SEED_ENV):
+        patch_seed(int(os.environ[SEED_ENV]))
     sys.argv = [module, *sys.argv[2:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
