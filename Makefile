@@ -7,6 +7,7 @@ STAMP   := $(VENV)/.installed
 MODEL   ?=
 
 .PHONY: help install demo test bench clean manifest pretrain selftrain bench-train corpus heldout-tasks
+.PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks
 
 help:
 	@echo "make install   build $(VENV) (pinned by constraints.txt) with the HEAR tools"
@@ -19,6 +20,9 @@ help:
 	@echo "make bench-train  training throughput on this machine (prints figures)"
 	@echo "make corpus    CORPUS=../corpus: pretraining corpus from Debian packages (+ packed shards)"
 	@echo "make heldout-tasks CORPUS= TASKS=../heldout_tasks: HEAR tasks from held-out sources"
+	@echo "make hear      MODEL= TASKS_DIR=tasks SUITE=hear18 SEEDS=3 OPTIONS='{\"layer\": 5}' DEVICE= RUNS=runs/hear"
+	@echo "               embed + predict + table (docs/EVALUATE.md); steps: hear-validate hear-embed hear-predict hear-table"
+	@echo "make synth-tasks TASKS_DIR=tasks: write the synthetic HEAR suite (SUITE=synthetic)"
 
 install: $(STAMP)
 
@@ -88,6 +92,39 @@ corpus: $(STAMP)
 
 heldout-tasks: $(STAMP)
 	$(PY) -m encodecmae_hear heldout-tasks --corpus $(CORPUS) --out $(TASKS)
+
+# --- HEAR evaluation (docs/EVALUATE.md). Re-running resumes; FORCE=1 redoes finished steps.
+TASKS_DIR   ?= tasks
+SUITE       ?= hear18
+SEEDS       ?= 3
+OPTIONS     ?= {}
+DEVICE      ?=
+RUNS        ?= runs/hear
+LABEL       ?=
+GRID_POINTS ?=
+FORCE       ?=
+HEAR_ARGS = --tasks-dir $(TASKS_DIR) --suite $(SUITE) --runs $(RUNS) --options '$(OPTIONS)' \
+            $(if $(MODEL),--model $(MODEL)) $(if $(LABEL),--label $(LABEL)) \
+            $(if $(DEVICE),--device $(DEVICE)) $(if $(FORCE),--force)
+PREDICT_ARGS = --seeds $(SEEDS) $(if $(GRID_POINTS),--grid-points $(GRID_POINTS))
+
+hear-validate: $(STAMP)
+	$(PY) -m encodecmae_hear hear-validate $(if $(MODEL),--model $(MODEL)) $(if $(DEVICE),--device $(DEVICE))
+
+hear-embed: $(STAMP)
+	$(PY) -m encodecmae_hear hear-embed $(HEAR_ARGS)
+
+hear-predict: $(STAMP)
+	$(PY) -m encodecmae_hear hear-predict $(HEAR_ARGS) $(PREDICT_ARGS)
+
+hear-table: $(STAMP)
+	$(PY) -m encodecmae_hear hear-table --runs $(RUNS) --suite $(SUITE)
+
+hear: hear-validate
+	$(PY) -m encodecmae_hear hear $(HEAR_ARGS) $(PREDICT_ARGS)
+
+synth-tasks: $(STAMP)
+	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS_DIR)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
