@@ -50,7 +50,11 @@ def scene_clip(rng, label: str, seconds: float) -> np.ndarray:
     return (rng.uniform(0.2, 0.6) * sound + background).astype(np.float32)
 
 
-def scene_task(out: Path, per_class_per_fold: int, seed: int) -> Path:
+def _grid(epochs: int, check_every: int) -> dict:
+    return {**FAST_GRID, "max_epochs": [epochs], "check_val_every_n_epoch": [check_every]}
+
+
+def scene_task(out: Path, per_class_per_fold: int, seed: int, epochs: int = 40) -> Path:
     rng = np.random.default_rng(seed)
     clips = []
     for fold in FOLDS:
@@ -60,7 +64,7 @@ def scene_task(out: Path, per_class_per_fold: int, seed: int) -> Path:
                               "audio": scene_clip(rng, label, 1.5)})
     return write_task(out, "synthetic_scene_kfold", clips, 1.5, SR, splits=FOLDS,
                       split_mode="presplit_kfold",
-                      evaluation_params={"task_specific_param_grid": FAST_GRID})
+                      evaluation_params={"task_specific_param_grid": _grid(epochs, 3)})
 
 
 def event_sound(rng, label: str) -> tuple[np.ndarray, float]:
@@ -76,7 +80,8 @@ def event_sound(rng, label: str) -> tuple[np.ndarray, float]:
     return (rng.uniform(0.3, 0.8) * sound).astype(np.float32), seconds
 
 
-def event_task(out: Path, n_clips: int, seed: int, seconds: float = 4.0) -> Path:
+def event_task(out: Path, n_clips: int, seed: int, seconds: float = 4.0,
+               epochs: int = 40) -> Path:
     rng = np.random.default_rng(seed)
     clips = []
     for k in range(n_clips):
@@ -93,24 +98,27 @@ def event_task(out: Path, n_clips: int, seed: int, seconds: float = 4.0) -> Path
         split = ("train", "train", "train", "valid", "test")[k % 5]
         clips.append({"name": f"onsets-{k:04d}", "events": events, "split": split, "audio": audio})
     params = {"event_postprocessing_grid": {"median_filter_ms": [150], "min_duration": [60]},
-              "task_specific_param_grid": {**FAST_GRID, "check_val_every_n_epoch": [10]}}
+              "task_specific_param_grid": _grid(epochs, 10)}
     return write_task(out, "synthetic_onsets", clips, seconds, SR, event=True,
                       evaluation_params=params)
 
 
-def build(out: Path, scale: float = 1.0, seed: int = 0) -> list[Path]:
+def build(out: Path, scale: float = 1.0, seed: int = 0, epochs: int = 40) -> list[Path]:
+    """Both tasks; `scale` multiplies the clip counts, `epochs` caps downstream training."""
     out.mkdir(parents=True, exist_ok=True)
-    return [scene_task(out, max(3, int(8 * scale)), seed),
-            event_task(out, max(15, int(40 * scale)), seed + 1)]
+    return [scene_task(out, max(3, int(8 * scale)), seed, epochs),
+            event_task(out, max(15, int(40 * scale)), seed + 1, epochs=epochs)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder to write the task folders into")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the clip counts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=40,
+                        help="max_epochs of heareval's downstream training on these tasks")
 
 
 def run(args: argparse.Namespace) -> int:
-    for task in build(Path(args.out), args.scale, args.seed):
+    for task in build(Path(args.out), args.scale, args.seed, args.epochs):
         print(f"wrote {task}")
     return 0
