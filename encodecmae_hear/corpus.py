@@ -251,8 +251,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pack", action="store_true", help="also write low-bitrate tar shards")
     parser.add_argument("--pack-level", type=float, default=0.96,
                         help="Opus compression level of the packed copy (1 = smallest)")
-    parser.add_argument("--pack-hours", type=float, default=7.0,
-                        help="hours of the train split in the packed copy (≈60 MiB at the default level)")
+    parser.add_argument("--pack-hours", type=float, default=6.0,
+                        help="hours of the train split in the packed copy (≈59 MiB at the default level)")
     parser.add_argument("--shards", type=int, default=4, help="number of tar shards")
 
 

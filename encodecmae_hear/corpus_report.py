@@ -51,8 +51,8 @@ def write_record(rows, records, out: Path, record_path: Path, wall_s: float) -> 
         hours = [sum(r["duration"] for r in rows if r["split"] == split and r["category"] == c) / 3600
                  for c in CATEGORIES]
         lines.append(f"| {split} | " + " | ".join(f"{h:.2f}" for h in hours) + f" | {sum(hours):.2f} |")
-    lines += ["", f"{len(rows)} files; audio {folder_mib(out / 'audio'):.0f} MiB; "
-              f"build wall time of the last run {wall_s / 60:.1f} min.", "",
+    lines += ["", f"{len(rows)} files; audio {folder_mib(out / 'audio'):.0f} MiB "
+              "(build times and the packed copy: docs/CORPUS_BUILD.md).", "",
               "## Sources", "", "| package | version | licence (from its copyright file) | role | kind "
               "| files | " + " | ".join(f"h {c}" for c in CATEGORIES) + " |",
               "|---|---|---|---|---|---:|" + "---:|" * len(CATEGORIES)]

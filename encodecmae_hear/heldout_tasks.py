@@ -106,26 +106,20 @@ def write_task(out: Path, name: str, clips: list[dict], seconds: float, sr: int,
     return task
 
 
-def corpus_clips(corpus: Path, source_label, per_class: int, seconds: float, seed: int):
-    """Held-out corpus files -> scene clips; source_label(row) gives a label or None."""
+def corpus_clips(corpus: Path, source_label, seconds: float) -> list[dict]:
+    """Held-out corpus files (sorted) -> scene clips of their first `seconds`;
+    source_label(manifest row) gives the label or None to leave the file out."""
     import soundfile as sf
 
     rows = [json.loads(line) for line in open(corpus / "manifest.jsonl")]
-    by_label: dict[str, list[dict]] = {}
-    for row in rows:
-        label = source_label(row) if row["split"] == "heldout" else None
-        if label is not None and row["duration"] >= 0.3:
-            by_label.setdefault(label, []).append(row)
-    rng = np.random.default_rng(seed)
     clips = []
-    for label in sorted(by_label):
-        chosen = sorted(by_label[label], key=lambda r: r["path"])
-        chosen = [chosen[i] for i in sorted(rng.permutation(len(chosen))[:per_class])]
-        for row in chosen:
-            audio, sr = sf.read(str(corpus / row["path"]), dtype="float32")
-            start = 0  # effects and words start at the file start; keep it
-            clips.append({"name": f"{label}-{Path(row['path']).stem}"[:80], "label": label,
-                          "audio": audio[start:start + int(seconds * sr)], "sr": sr})
+    for row in sorted(rows, key=lambda r: r["path"]):
+        label = source_label(row) if row["split"] == "heldout" else None
+        if label is None or row["duration"] < 0.3:
+            continue
+        audio, sr = sf.read(str(corpus / row["path"]), dtype="float32")
+        clips.append({"name": f"{label}-{Path(row['path']).stem}"[:80], "label": label,
+                      "audio": audio[:int(seconds * sr)], "sr": sr})
     return clips
 
 
@@ -138,7 +132,7 @@ def language_of(row) -> str | None:
 
 def scene_from_corpus(corpus: Path, out: Path, name: str, labeler, n_classes: int,
                       per_class: int, seconds: float, seed: int) -> Path:
-    clips = corpus_clips(corpus, labeler, 10**6, seconds, seed)
+    clips = corpus_clips(corpus, labeler, seconds)
     counts = {lab: sum(c["label"] == lab for c in clips) for lab in {c["label"] for c in clips}}
     keep = sorted(sorted(counts, key=lambda lab: (-counts[lab], lab))[:n_classes])
     rng = np.random.default_rng(seed)
