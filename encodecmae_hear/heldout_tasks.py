@@ -15,41 +15,22 @@ fixed length:
 * heldout_note_onsets (event): onsets of notes of four families in 4 s clips, same
   soundfont; scored like DCASE 2016 task 2 (onset F-measure, 200 ms collar).
 
-Folder layout (what hear-eval-kit reads): <task>/task_metadata.json,
-labelvocabulary.csv (idx,label), {train,valid,test}.json ({file: [label]} for scene
-tasks, {file: [{"label", "start", "end"}]} in milliseconds for event tasks) and
-<rate>/<split>/<file>.
+Folders are written by the shared HEAR task writer (hear_task_io.write_task).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from . import midi
+from . import hear_task_io, midi
 from .corpus_sources import SOUNDFONTS
+from .hear_task_io import TRAINVALTEST
 
-RATES = (48000, 16000)
-SPLITS = ("train", "valid", "test")
-SCENE_EVAL = ["top1_acc"]
-EVENT_EVAL = ["event_onset_200ms_fms", "segment_1s_er"]
-
-
-def resample(audio: np.ndarray, sr: int, target: int) -> np.ndarray:
-    import torch
-    import torchaudio
-
-    if sr == target:
-        return audio.astype(np.float32)
-    return torchaudio.functional.resample(torch.from_numpy(audio.astype(np.float32)), sr, target).numpy()
-
-
-def fit(audio: np.ndarray, n: int) -> np.ndarray:
-    return np.pad(audio, (0, max(0, n - len(audio))))[:n]
+SPLITS = TRAINVALTEST
+ONSET_POSTPROCESSING = {"event_postprocessing_grid": {"median_filter_ms": [150], "min_duration": [60, 120]}}
 
 
 def assign_splits(labels: list[str], seed: int) -> list[str]:
@@ -67,43 +48,9 @@ def assign_splits(labels: list[str], seed: int) -> list[str]:
 
 def write_task(out: Path, name: str, clips: list[dict], seconds: float, sr: int,
                event: bool = False) -> Path:
-    """clips: {"name", "audio" (n,) at sr, "split", "label" (scene) or "events"} -> task dir.
-
-    Events are {"label", "start", "end"} in milliseconds."""
-    import soundfile as sf
-
-    task = out / name
-    labels = sorted({c["label"] for c in clips} if not event else
-                    {e["label"] for c in clips for e in c["events"]})
-    for rate in RATES:
-        for split in SPLITS:
-            (task / str(rate) / split).mkdir(parents=True, exist_ok=True)
-    targets: dict[str, dict] = {split: {} for split in SPLITS}
-    for clip in clips:
-        fname = clip["name"] + ".wav"
-        for rate in RATES:
-            audio = fit(resample(clip["audio"], sr, rate), int(round(seconds * rate)))
-            path = task / str(rate) / clip["split"] / fname
-            tmp = path.with_name(path.name + ".tmp")
-            sf.write(tmp, np.clip(audio, -1, 1), rate, subtype="PCM_16", format="WAV")
-            os.replace(tmp, path)
-        targets[clip["split"]][fname] = clip["events"] if event else [clip["label"]]
-    for split in SPLITS:
-        (task / f"{split}.json").write_text(json.dumps(targets[split], indent=1, sort_keys=True))
-    with open(task / "labelvocabulary.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["idx", "label"])
-        writer.writerows(enumerate(labels))
-    metadata = {"task_name": name, "version": "heldout-1", "mode": "full",
-                "embedding_type": "event" if event else "scene",
-                "prediction_type": "multilabel" if event else "multiclass",
-                "split_mode": "trainvaltest", "splits": list(SPLITS), "sample_duration": seconds,
-                "evaluation": EVENT_EVAL if event else SCENE_EVAL}
-    if event:
-        metadata["evaluation_params"] = {"event_postprocessing_grid": {
-            "median_filter_ms": [150], "min_duration": [60, 120]}}
-    (task / "task_metadata.json").write_text(json.dumps(metadata, indent=2))
-    return task
+    """The shared HEAR task-folder writer (hear_task_io), version "heldout-1"."""
+    return hear_task_io.write_task(out, name, clips, seconds, sr, event=event, version="heldout-1",
+                                   evaluation_params=ONSET_POSTPROCESSING if event else None)
 
 
 def corpus_clips(corpus: Path, source_label, seconds: float) -> list[dict]:
