@@ -10,7 +10,7 @@ import soundfile as sf
 
 from encodecmae_hear import corpus, corpus_report, corpus_sources as cs, midi
 
-DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+DEP5 = """Format: machine-readable copyright 1.0
 Files: *
 Copyright: 2020 Someone
 License: CC-BY-SA-3.0
