@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import hear_suites, results
+from . import hear_suites, results, results_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
         print("hear-table: none of the results belong to the chosen suite", file=sys.stderr)
         return 1
     out = Path(args.out or args.runs[0])
-    paths = results.write_tables(rows, out, stem=args.stem)
+    paths = results_report.write_tables(rows, out, stem=args.stem)
     if not args.no_plot:
-        paths["plot"] = results.plot(rows, out / f"{args.stem}.png")
-    print(results.markdown(rows))
+        paths["plot"] = results_report.plot(rows, out / f"{args.stem}.png")
+    print(results_report.markdown(rows))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

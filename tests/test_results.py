@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from encodecmae_hear import hear_table, results
+from encodecmae_hear import hear_table, results, results_report
 from encodecmae_hear.hear_suites import load_suite
 from encodecmae_hear.results import OVERALL, Best, collect, read_scores, summarise
 
@@ -233,7 +233,7 @@ def test_tables_and_plot_files(two_models, tmp_path):
     run_a, run_b = two_models
     rows = summarise(collect(run_a) + collect(run_b), leaderboard=LEADERBOARD)
     out = tmp_path / "table"
-    paths = results.write_tables(rows, out)
+    paths = results_report.write_tables(rows, out)
     assert set(paths) == {"markdown", "csv"}
     text = paths["markdown"].read_text()
     assert "| Task | Metric | Best | A | B |" in text
@@ -250,8 +250,8 @@ def test_tables_and_plot_files(two_models, tmp_path):
     assert float(esc_a["normalised"]) == pytest.approx(0.6 / 0.966)
     assert [r["task"] for r in table].count(OVERALL) == 2
 
-    png = results.plot(rows, out / "results.png")
-    width, height = results.figure_size(n_tasks=3, n_labels=2)
+    png = results_report.plot(rows, out / "results.png")
+    width, height = results_report.figure_size(n_tasks=3, n_labels=2)
     assert png_size(png) == (round(width * results.DPI), round(height * results.DPI))
     assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.md",
                                                      "results.png"]   # no temp files

@@ -11,16 +11,10 @@ import torch
 
 from encodecmae_hear.checkpoint import load_checkpoint, read_checkpoint
 from encodecmae_hear.cli import main
+from tests.train_helpers import one_thread  # noqa: F401 (autouse fixture)
 from tests.train_helpers import ROOT, cli, metrics, run_cli, tiny_args, write_corpus, write_manifest
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Like the subprocesses (OMP_NUM_THREADS=1): two threads on two busy cores are slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

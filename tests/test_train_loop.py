@@ -13,16 +13,10 @@ from encodecmae_hear.model import EncodecMAE
 from encodecmae_hear.objectives import KMeansTargets, assign
 from encodecmae_hear.train import NonFiniteLoss, TrainConfig, lr_at, train
 from encodecmae_hear.training_state import rng_state, set_rng_state
+from tests.train_helpers import one_thread  # noqa: F401 (autouse fixture)
 from tests.train_helpers import metrics, write_corpus, write_manifest
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two threads on two busy cores are several times slower than one for these sizes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +76,13 @@ def run_cli(*args, timeout: float = 240) -> str:
 
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, like the training subprocesses (OMP_NUM_THREADS=1): two threads
+    on two busy cores are several times slower than one for these sizes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
