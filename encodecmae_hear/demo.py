@@ -40,8 +40,8 @@ def run_validator(path: str) -> bool:
         return False
     print(f"$ hear-validator encodecmae_hear --model {path}")
     result = subprocess.run([exe, "encodecmae_hear", "--model", path], capture_output=True, text=True)
-    tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
-    print("  " + "\n  ".join(tail))
+    if result.returncode != 0:
+        print("  " + "\n  ".join((result.stdout + result.stderr).strip().splitlines()[-15:]))
     print("hear-validator:", "PASSED" if result.returncode == 0 else f"FAILED (exit {result.returncode})")
     return result.returncode == 0
 
