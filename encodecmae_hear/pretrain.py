@@ -18,14 +18,13 @@ import torch
 
 from .checkpoint import save_checkpoint
 from .config import FRONTENDS, PRESETS, ModelConfig, preset
-from .data import open_source
 from .encodec_weights import build_encodec, weights_from_env
 from .model import EncodecMAE
 from .objectives import EncodecTargets
 from .provenance import base_record
 from .targets import EncodecTokenizer
-from .train import init_process, train
-from .train_cli import add_training_arguments, config_from_args, find_resume, run_logger
+from .train import train
+from .train_cli import add_training_arguments, start_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,11 +56,7 @@ def fit_codebooks(tokenizer: EncodecTokenizer, source, clips: int, iters: int, s
 
 
 def run(args: argparse.Namespace) -> int:
-    proc = init_process()
-    log = run_logger(args.out, proc)
-    cfg = config_from_args(args)
-    source = open_source(args.data, cfg.seed, cfg.crop_seconds)
-    resume = find_resume(args, proc, log)
+    proc, log, cfg, source, resume = start_run(args)
     weights = args.encodec_weights or weights_from_env()
     torch.manual_seed(cfg.seed)
     encodec = build_encodec(weights if resume is None else None)

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, model_from_payload, save_checkpoint
-from .data import open_source
 from .objectives import KMeansTargets
 from .provenance import base_record
-from .train import init_process, train
-from .train_cli import add_training_arguments, config_from_args, find_resume, run_logger
+from .train import train
+from .train_cli import add_training_arguments, start_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +67,7 @@ def fit_kmeans(features: torch.Tensor, clusters: int, seed: int, batch: int, ite
 
 
 def run(args: argparse.Namespace) -> int:
-    proc = init_process()
-    log = run_logger(args.out, proc)
-    cfg = config_from_args(args)
-    source = open_source(args.data, cfg.seed, cfg.crop_seconds)
-    resume = find_resume(args, proc, log)
+    proc, log, cfg, source, resume = start_run(args)
     parent_path = str(Path(args.parent).resolve())
     teacher, parent = load_checkpoint(args.parent)
     if resume is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from .train import Process, TrainConfig
+from .train import Process, TrainConfig, init_process
 
 
 def run_logger(run_dir, proc: Process):
@@ -80,3 +80,15 @@ def config_from_args(args) -> TrainConfig:
         schedule=args.schedule, grad_clip=args.grad_clip, precision=args.precision,
         compile=args.compile, seed=args.seed, workers=args.workers, prefetch=args.prefetch,
         checkpoint_every=args.checkpoint_every, keep=args.keep, log_every=args.log_every)
+
+
+def start_run(args):
+    """What every training command does first: process group, log, config, data, resume
+    state. -> (proc, log, cfg, source, resume)."""
+    from .data import open_source
+
+    proc = init_process()
+    log = run_logger(args.out, proc)
+    cfg = config_from_args(args)
+    source = open_source(args.data, cfg.seed, cfg.crop_seconds)
+    return proc, log, cfg, source, find_resume(args, proc, log)

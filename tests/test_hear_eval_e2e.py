@@ -4,7 +4,6 @@ Small tasks and a one-point grid keep this within a few minutes on 2 CPU cores."
 import csv
 import math
 import time
-from pathlib import Path
 
 import pytest
 
