@@ -103,13 +103,14 @@ RUNS        ?= runs/hear
 LABEL       ?=
 GRID_POINTS ?=
 FORCE       ?=
+MODULE      ?=
 HEAR_ARGS = --tasks-dir $(TASKS_DIR) --suite $(SUITE) --runs $(RUNS) --options '$(OPTIONS)' \
-            $(if $(MODEL),--model $(MODEL)) $(if $(LABEL),--label $(LABEL)) \
+            $(if $(MODEL),--model $(MODEL)) $(if $(LABEL),--label $(LABEL)) $(if $(MODULE),--module $(MODULE)) \
             $(if $(DEVICE),--device $(DEVICE)) $(if $(FORCE),--force)
 PREDICT_ARGS = --seeds $(SEEDS) $(if $(GRID_POINTS),--grid-points $(GRID_POINTS))
 
 hear-validate: $(STAMP)
-	$(PY) -m encodecmae_hear hear-validate $(if $(MODEL),--model $(MODEL)) $(if $(DEVICE),--device $(DEVICE))
+	$(PY) -m encodecmae_hear hear-validate $(if $(MODEL),--model $(MODEL)) $(if $(MODULE),--module $(MODULE)) $(if $(DEVICE),--device $(DEVICE))
 
 hear-embed: $(STAMP)
 	$(PY) -m encodecmae_hear hear-embed $(HEAR_ARGS)

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from encodecmae_hear import heldout_tasks as ht
+from encodecmae_hear.hear_suites import load_suite, load_task
 
 SR = 24000
 
@@ -50,6 +51,10 @@ def check_task(task, event=False):
     assert meta["embedding_type"] == ("event" if event else "scene")
     assert meta["prediction_type"] == ("multilabel" if event else "multiclass")
     assert meta["splits"] == ["train", "valid", "test"] and meta["evaluation"]
+    config = load_task(task.name)  # eval_configs/ scores the folder the builder writes
+    assert (config.folder, config.metric, config.embedding_type, config.split_mode) == (
+        task.name, meta["evaluation"][0], meta["embedding_type"], meta["split_mode"])
+    assert config in load_suite("heldout") and config in load_suite("proof")
     with open(task / "labelvocabulary.csv") as f:
         vocab = list(csv.DictReader(f))
     assert [int(r["idx"]) for r in vocab] == list(range(len(vocab)))
