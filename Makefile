@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 MODEL   ?=
 
 .PHONY: help install demo test bench clean manifest pretrain selftrain bench-train corpus heldout-tasks
-.PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks
+.PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default
 
 help:
 	@echo "make install   build $(VENV) (pinned by constraints.txt) with the HEAR tools"
@@ -23,6 +23,8 @@ help:
 	@echo "make hear      MODEL= TASKS_DIR=tasks SUITE=hear18 SEEDS=3 OPTIONS='{\"layer\": 5}' DEVICE= RUNS=runs/hear"
 	@echo "               embed + predict + table (docs/EVALUATE.md); steps: hear-validate hear-embed hear-predict hear-table"
 	@echo "make synth-tasks TASKS_DIR=tasks: write the synthetic HEAR suite (SUITE=synthetic)"
+	@echo "make default-model CORPUS=../corpus: retrain the bundled checkpoints/default.pt (checkpoints/README.md)"
+	@echo "make prove-default TASKS=../heldout_tasks: HEAR table of the bundled model vs random weights vs naive"
 
 install: $(STAMP)
 
@@ -92,6 +94,26 @@ corpus: $(STAMP)
 
 heldout-tasks: $(STAMP)
 	$(PY) -m encodecmae_hear heldout-tasks --corpus $(CORPUS) --out $(TASKS)
+
+# The bundled default (checkpoints/README.md): the recipe it was trained with, then the
+# release; re-running resumes the run. HARDWARE is recorded in the checkpoint.
+DEFAULT_RUN ?= runs/default
+HARDWARE    ?= unknown
+default-model: $(STAMP)
+	$(MAKE) pretrain DATA=$(CORPUS)/packed PRESET=mini FRONTEND=mel256 BATCH=8 STEPS=2000 \
+	    OUT=$(DEFAULT_RUN) ARGS="--lr 3e-4 --warmup-steps 200 --schedule cosine --workers 1 \
+	    --checkpoint-every 250 --log-every 25"
+	$(PY) -m encodecmae_hear bundle $(DEFAULT_RUN) -o checkpoints/default.pt --half --hardware "$(HARDWARE)"
+
+# The bundled model, the same architecture with random weights and hearbaseline.naive on
+# the held-out tasks plus the synthetic suite; table and plot in runs/proof/.
+PROOF = TASKS_DIR=$(TASKS) SUITE=proof RUNS=runs/proof SEEDS=3 GRID_POINTS=1
+prove-default: $(STAMP)
+	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS)
+	$(PY) -m encodecmae_hear init --preset mini --frontend mel256 -o runs/random-mini.pt
+	$(MAKE) hear $(PROOF) MODEL=checkpoints/default.pt LABEL=default
+	$(MAKE) hear $(PROOF) MODEL=runs/random-mini.pt LABEL=random-mini
+	$(MAKE) hear $(PROOF) MODULE=encodecmae_hear.naive_baseline LABEL=naive
 
 # --- HEAR evaluation (docs/EVALUATE.md). Re-running resumes; FORCE=1 redoes finished steps.
 TASKS_DIR   ?= tasks

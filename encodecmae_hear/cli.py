@@ -12,6 +12,7 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bundle": ("encodecmae_hear.bundle", "turn a finished training run into a small release checkpoint"),
     "convert": ("encodecmae_hear.convert", "convert an official EnCodecMAE checkpoint to this project's format"),
     "corpus": ("encodecmae_hear.corpus", "build the offline pretraining corpus from Debian packages"),
     "demo": ("encodecmae_hear.demo", "validate the bundled model and time embeddings on generated clips"),

@@ -114,3 +114,35 @@ def test_selftrain_keeps_lineage_and_skips_a_corrupt_file(run_a, tmp_path):
     assert "skipped unreadable audio" in (out / "train.log").read_text()
     centroids = read_checkpoint(out / "step-000000002.pt")["training"]["objective"]["centroids"]
     assert centroids.shape == (16, 64)
+
+
+def test_bundle_makes_a_small_release_of_a_finished_run(run_a, tmp_path):
+    release = tmp_path / "release.pt"
+    assert main(["bundle", str(run_a), "-o", str(release), "--half", "--hardware", "test CPU"]) == 0
+    payload = read_checkpoint(release)
+    assert payload["tokenizer"] is None and payload["training"] == {}
+    assert all(t.dtype == torch.float16 for t in payload["model"].values() if t.is_floating_point())
+    prov = payload["provenance"]
+    assert prov["train_config"]["steps"] == prov["steps"] == 4 and prov["git_commit"]
+    assert prov["hardware"] == "test CPU" and prov["bundle"]["from_step_checkpoint"] == "step-000000004.pt"
+    records = metrics(run_a)
+    assert prov["final"]["loss"] == records[-1]["loss"]
+    assert prov["train_seconds"] == pytest.approx(sum(1 / r["steps_per_s"] for r in records), rel=1e-3)
+    released, _ = load_checkpoint(release)  # float32 compute
+    trained, _ = load_checkpoint(run_a / "model.pt")
+    wav = torch.randn(1, 24000) * 0.1
+    a, b = released.encode(wav)[-1], trained.encode(wav)[-1]
+    assert a.dtype == torch.float32 and (a - b).abs().max() < 2e-2 * b.abs().max()
+
+
+def test_bundle_refuses_an_unfinished_run(run_a, tmp_path, capsys):
+    payload = read_checkpoint(run_a / "step-000000004.pt")
+    payload["provenance"] = {**payload["provenance"], "steps": 3}
+    (tmp_path / "run").mkdir()
+    torch.save(payload, tmp_path / "run" / "step-000000003.pt")
+    release = tmp_path / "release.pt"
+    assert main(["bundle", str(tmp_path / "run"), "-o", str(release)]) == 2
+    assert "at step 3 of 4" in capsys.readouterr().err and not release.exists()
+    assert main(["bundle", str(tmp_path / "run"), "-o", str(release), "--allow-unfinished"]) == 0
+    assert read_checkpoint(release)["tokenizer"] is None
+    assert main(["bundle", str(tmp_path / "empty"), "-o", str(release)]) == 2
