@@ -8,7 +8,9 @@ distillation) reuse the loop, the data and the checkpointing:
 
 * `EncodecTargets` (pretraining): the 8 RVQ codes per frame of a frozen EnCodec.
 * `KMeansTargets` (self-training): the id of the nearest of K centroids to a frozen
-  teacher's last-layer features (before the final ResiDual combination).
+  teacher's last-layer features (before the final ResiDual combination); in
+  pretraining with `--targets mel-kmeans` the "teacher" is `FrontendFeatures`, the
+  log-mel frames themselves (HuBERT's first iteration, on mel instead of MFCC).
 """
 from __future__ import annotations
 
@@ -106,6 +108,22 @@ class KMeansTargets(_MaskedCrossEntropy):
     def provenance(self) -> dict:
         return {"objective": self.name, "targets": "kmeans-teacher-features",
                 "kmeans": self.settings}
+
+
+class FrontendFeatures(nn.Module):
+    """A parameter-free teacher: the frontend's frames (B, T, F) and their padding mask,
+    from a private EncodecMAE of the given config (only its frontend is used)."""
+
+    def __init__(self, config):
+        super().__init__()
+        from .model import EncodecMAE
+        self.mae = EncodecMAE(config)
+
+    @torch.no_grad()
+    def last_layer_features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
+        features = self.mae.frontend(wav)
+        padding = self.mae.padding_mask(lengths, features.shape[1], wav.shape[0], wav.device)
+        return features.float(), padding
 
 
 def assign(features: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,13 @@ $ENCODECMAE_ENCODEC_WEIGHTS; provenance targets = "encodec-official"). Without t
 EnCodec is built untrained and its 8 codebooks are k-means-initialised on a sample of
 the corpus ("encodec-untrained-kmeans"); the fitted tokenizer is stored in every
 checkpoint, so a resumed run keeps the same targets.
+
+An untrained EnCodec's codes follow the waveform's fine structure (phase) more than its
+spectrum, so a mel-frontend model cannot predict them from context and learns little
+beyond their frequencies. Where the official weights are missing, `--targets
+mel-kmeans` gives a learnable target instead: the id of the nearest of --clusters
+k-means centroids of the log-mel frame (one stream; centroids fitted on corpus crops
+and stored in the training state).
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ from .checkpoint import save_checkpoint
 from .config import FRONTENDS, PRESETS, ModelConfig, preset
 from .encodec_weights import build_encodec, weights_from_env
 from .model import EncodecMAE
-from .objectives import EncodecTargets
+from .objectives import EncodecTargets, FrontendFeatures, KMeansTargets
 from .provenance import base_record
 from .targets import EncodecTokenizer
 from .train import train
@@ -35,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codebook-clips", type=int, default=128,
                         help="4 s crops to k-means-initialise untrained EnCodec codebooks on")
     parser.add_argument("--codebook-iters", type=int, default=20, help="k-means iterations per codebook")
+    parser.add_argument("--targets", choices=("encodec", "mel-kmeans"), default="encodec",
+                        help="EnCodec RVQ codes (the paper's), or k-means ids of the log-mel frames")
+    parser.add_argument("--clusters", type=int, default=512, help="mel-kmeans: number of clusters")
+    parser.add_argument("--kmeans-clips", type=int, default=256, help="mel-kmeans: crops to fit on")
     add_training_arguments(parser, steps=500_000)
 
 
@@ -55,34 +66,56 @@ def fit_codebooks(tokenizer: EncodecTokenizer, source, clips: int, iters: int, s
             buffer.copy_(moved.cpu())
 
 
+def mel_kmeans_objective(args, config, source, cfg, proc, log, resume):
+    """KMeansTargets over the frontend's frames; centroids fitted here or resumed."""
+    from .selftrain import fit_kmeans, teacher_features
+
+    teacher = FrontendFeatures(config)
+    if resume is not None:
+        return KMeansTargets(teacher, resume["training"]["objective"]["centroids"],
+                             config.masked_loss_weight, resume["provenance"]["kmeans"])
+    settings = {"clusters": args.clusters, "clips": args.kmeans_clips, "seed": cfg.seed,
+                "algorithm": "MiniBatchKMeans", "features": f"{config.frontend} frontend frames"}
+    centroids = torch.zeros(args.clusters, teacher.mae.frontend.out_dim)
+    if proc.main:
+        crops = source.sample(args.kmeans_clips, cfg.seed)
+        log(f"k-means: {args.clusters} clusters on the {config.frontend} frames of {len(crops)} crops ...")
+        frames = teacher_features(teacher, crops, proc.device)
+        settings["frames"] = frames.shape[0]
+        centroids = fit_kmeans(frames, args.clusters, cfg.seed, batch=4096, iters=100)
+    if proc.world > 1:
+        import torch.distributed as dist
+        moved = centroids.to(proc.device)
+        dist.broadcast(moved, src=0)
+        centroids = moved.cpu()
+    return KMeansTargets(teacher, centroids, config.masked_loss_weight, settings)
+
+
 def run(args: argparse.Namespace) -> int:
     proc, log, cfg, source, resume = start_run(args)
-    weights = args.encodec_weights or weights_from_env()
-    torch.manual_seed(cfg.seed)
-    encodec = build_encodec(weights if resume is None else None)
-    tokenizer = EncodecTokenizer(encodec)
-    size = args.preset
-    if resume is not None:  # the checkpoint's config wins over --preset / --frontend
-        config = ModelConfig.from_dict(resume["config"])
-        tokenizer.load_state_dict(resume["tokenizer"])
-        kind = resume["provenance"].get("targets", "unknown")
-        size = resume["provenance"].get("preset", size)
+    objective_of = {"encodec": "encodec", "mel-kmeans": "kmeans"}
+    if resume is not None and resume["provenance"].get("objective") != objective_of[args.targets]:
+        kind = resume["provenance"].get("targets")
+        raise SystemExit(f"{args.out} was trained with targets {kind!r}; pass the same --targets")
+    if args.targets == "mel-kmeans":
+        config = ModelConfig.from_dict(resume["config"]) if resume else preset(args.preset, args.frontend)
+        torch.manual_seed(cfg.seed + 1)
+        model = EncodecMAE(config)
+        if resume is None:
+            model.new_head(1, args.clusters)
+        else:
+            model.load_state_dict(resume["model"], strict=True)
+        objective = mel_kmeans_objective(args, model.config, source, cfg, proc, log, resume)
+        tokenizer, kind, weights = None, "kmeans-mel-frames", None
+        extra = {"kmeans": objective.settings}
     else:
-        config = preset(args.preset, args.frontend)
-        kind = "encodec-official" if weights else "encodec-untrained-kmeans"
-        if not tokenizer.initialised:
-            fit_codebooks(tokenizer, source, args.codebook_clips, args.codebook_iters, cfg.seed, proc, log)
-    torch.manual_seed(cfg.seed + 1)
-    share = config.frontend == "encodec"  # the frontend's encoder is the tokenizer's
-    model = EncodecMAE(config, encodec_model=encodec if share else None)
-    if resume is not None:
-        model.load_state_dict(resume["model"], strict=True)
-    objective = EncodecTargets(tokenizer, config, kind, share_frontend=share)
+        model, objective, tokenizer, kind, weights = encodec_setup(args, cfg, source, proc, log, resume)
+        extra = {"encodec_weights": str(weights) if weights else None}
+    size = resume["provenance"].get("preset", args.preset) if resume else args.preset
     provenance = base_record(
         trained=True, targets=kind, objective=objective.name, preset=size,
-        corpus={"data": str(args.data), "hours": source.hours},
-        encodec_weights=str(weights) if weights else None,
-        notes=f"EnCodecMAE pretraining, {config.frontend} frontend, targets {kind}")
+        corpus={"data": str(args.data), "hours": source.hours}, **extra,
+        notes=f"EnCodecMAE pretraining, {model.config.frontend} frontend, targets {kind}")
     status = train(model, objective, source, cfg, provenance=provenance, tokenizer=tokenizer,
                    resume=resume, log=log)
     if status != "done":
@@ -94,3 +127,27 @@ def run(args: argparse.Namespace) -> int:
                                     "samples_seen": cfg.steps * cfg.batch_size})
         log(f"done: {release}")
     return 0
+
+
+def encodec_setup(args, cfg, source, proc, log, resume):
+    """The paper's targets: model, EncodecTargets, tokenizer, targets kind, weights file."""
+    weights = args.encodec_weights or weights_from_env()
+    torch.manual_seed(cfg.seed)
+    encodec = build_encodec(weights if resume is None else None)
+    tokenizer = EncodecTokenizer(encodec)
+    if resume is not None:  # the checkpoint's config wins over --preset / --frontend
+        config = ModelConfig.from_dict(resume["config"])
+        tokenizer.load_state_dict(resume["tokenizer"])
+        kind = resume["provenance"].get("targets", "unknown")
+    else:
+        config = preset(args.preset, args.frontend)
+        kind = "encodec-official" if weights else "encodec-untrained-kmeans"
+        if not tokenizer.initialised:
+            fit_codebooks(tokenizer, source, args.codebook_clips, args.codebook_iters, cfg.seed, proc, log)
+    torch.manual_seed(cfg.seed + 1)
+    share = config.frontend == "encodec"  # the frontend's encoder is the tokenizer's
+    model = EncodecMAE(config, encodec_model=encodec if share else None)
+    if resume is not None:
+        model.load_state_dict(resume["model"], strict=True)
+    objective = EncodecTargets(tokenizer, config, kind, share_frontend=share)
+    return model, objective, tokenizer, kind, weights
