@@ -146,3 +146,23 @@ def test_bundle_refuses_an_unfinished_run(run_a, tmp_path, capsys):
     assert main(["bundle", str(tmp_path / "run"), "-o", str(release), "--allow-unfinished"]) == 0
     assert read_checkpoint(release)["tokenizer"] is None
     assert main(["bundle", str(tmp_path / "empty"), "-o", str(release)]) == 2
+
+
+def test_mel_kmeans_targets_train_resume_and_refuse_the_other_objective(corpus, tmp_path):
+    out = tmp_path / "mel"
+    args = tiny_args(corpus, out, 2, "--targets", "mel-kmeans", "--clusters", "8", "--kmeans-clips", "6")
+    run_cli("pretrain", *args)
+    model, payload = load_checkpoint(out / "model.pt")
+    assert (model.config.num_streams, model.config.num_tokens) == (1, 8)
+    prov = payload["provenance"]
+    assert prov["targets"] == "kmeans-mel-frames" and prov["objective"] == "kmeans"
+    assert prov["kmeans"]["clusters"] == 8 and payload["tokenizer"] is None
+    state = read_checkpoint(out / "step-000000002.pt")["training"]["objective"]
+    assert state["centroids"].shape == (8, 256)
+    assert [r["step"] for r in metrics(out)] == [1, 2]
+    run_cli("pretrain", *tiny_args(corpus, out, 3, "--targets", "mel-kmeans", "--resume"))
+    assert torch.equal(read_checkpoint(out / "step-000000003.pt")["training"]["objective"]["centroids"],
+                       state["centroids"])  # resumed with the stored centroids, not refitted
+    proc = cli("pretrain", *tiny_args(corpus, out, 4, "--resume"))  # --targets encodec
+    log, _ = proc.communicate(timeout=240)
+    assert proc.returncode != 0 and "pass the same --targets" in log

@@ -143,3 +143,14 @@ def test_resumed_metrics_drop_redone_steps_and_cut_lines(tmp_path):
     log.write({"step": 3, "loss": 1.0})
     log.close()
     assert metrics(tmp_path) == [{"step": 1}, {"step": 2}, {"step": 3, "loss": 1.0}]
+
+
+def test_frontend_features_are_the_models_own_mel_frames(fixed_batch_source):
+    from encodecmae_hear.objectives import FrontendFeatures
+    config = preset("tiny", "mel256")
+    wav = torch.stack([fixed_batch_source[(0, i)][0] for i in range(2)])
+    lengths = torch.tensor([24000, 12000])
+    frames, padding = FrontendFeatures(config).last_layer_features(wav, lengths)
+    features, _, model_padding = EncodecMAE(config).embed_frames(wav, lengths)
+    assert frames.shape == (2, 74, 256) and torch.equal(frames, features)
+    assert torch.equal(padding, model_padding) and padding[1].sum() > 30 and not padding[0].any()
