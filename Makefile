@@ -100,7 +100,7 @@ heldout-tasks: $(STAMP)
 DEFAULT_RUN ?= runs/default
 HARDWARE    ?= unknown
 default-model: $(STAMP)
-	$(MAKE) pretrain DATA=$(CORPUS)/packed PRESET=mini FRONTEND=mel256 BATCH=16 STEPS=3200 \
+	$(MAKE) pretrain DATA=$(CORPUS)/packed PRESET=mini FRONTEND=mel256 BATCH=16 STEPS=2400 \
 	    OUT=$(DEFAULT_RUN) ARGS="--targets mel-kmeans --clusters 512 --lr 5e-4 --warmup-steps 200 \
 	    --schedule cosine --workers 1 --checkpoint-every 200 --log-every 25"
 	$(PY) -m encodecmae_hear bundle $(DEFAULT_RUN) -o checkpoints/default.pt --half --hardware "$(HARDWARE)"
