@@ -103,7 +103,8 @@ def select(plan: Plan) -> list[tuple[TaskConfig, Path]]:
 
 def write_run_json(plan: Plan) -> None:
     plan.label_dir.mkdir(parents=True, exist_ok=True)
-    data = {"label": plan.label_dir.name, "model": str(plan.model or "bundled"),
+    bundled = "bundled" if plan.module == MODULE else f"{plan.module} (its own)"
+    data = {"label": plan.label_dir.name, "model": str(plan.model or bundled),
             "options": plan.options, "module": plan.module}
     tmp = plan.label_dir / "run.json.tmp"
     tmp.write_text(json.dumps(data, indent=1))

@@ -44,7 +44,8 @@ def test_embed_reports_missing_task_runs_the_rest_and_resumes(tasks_dir, tmp_pat
     for fold in synthetic_tasks.FOLDS:
         dims = json.loads((done / f"{fold}.embedding-dimensions.json").read_text())
         assert dims == [8, 16]       # 8 clips per fold, 16 bands
-    assert json.loads((runs / "default" / "run.json").read_text())["module"] == "hear_standin"
+    info = json.loads((runs / "default" / "run.json").read_text())
+    assert info["module"] == "hear_standin" and info["model"] == "hear_standin (its own)"
 
     stamp = marker.stat().st_mtime_ns
     assert embed(tasks_dir, runs) == 0                               # second run: skipped
