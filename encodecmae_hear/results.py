@@ -99,7 +99,10 @@ def _test_score(entry: dict, metric: str | None, where: str, suffix: str = "") -
     if primary is not None and named is not None and not _same(primary, named):
         raise ValueError(f"{where}: test_score{suffix}={primary} but test_{metric}{suffix}="
                          f"{named}: the task's primary metric is not {metric!r}")
-    return float(primary if primary is not None else named)
+    score = float(primary if primary is not None else named)
+    if math.isnan(score) and metric and entry.get(f"test_{metric}_recall{suffix}") == 0:
+        return 0.0  # nothing detected: precision is 0/0, but an F-measure with recall 0 is 0
+    return score
 
 
 def _same(a: float, b: float) -> bool:

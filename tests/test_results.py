@@ -110,6 +110,18 @@ def test_event_file_metric_from_task_metadata(tmp_path):
     assert read_scores(path) == ("event_onset_200ms_fms", 0.71, 1, None)
 
 
+def test_an_event_model_that_detects_nothing_scores_zero_not_nan(tmp_path):
+    # sed_eval's precision is 0/0 when nothing is detected; heareval then logs NaN.
+    def scores(recall, fms):
+        test = {"test_score": fms, "test_event_onset_200ms_fms": fms,
+                "test_event_onset_200ms_fms_recall": recall, "test_segment_1s_er": 1.0}
+        return {"test": test, "validation_score": 0.1}
+    silent = write_json(tmp_path / "a" / results.SCORES_FILE, scores(0.0, float("nan")))
+    assert read_scores(silent, "event_onset_200ms_fms")[1] == 0.0
+    broken = write_json(tmp_path / "b" / results.SCORES_FILE, scores(0.5, float("nan")))
+    assert math.isnan(read_scores(broken, "event_onset_200ms_fms")[1])  # other NaNs stay visible
+
+
 def test_primary_score_disagreeing_with_metric_is_an_error(tmp_path):
     path = write_json(tmp_path / "t" / results.SCORES_FILE, trainvaltest_scores(0.5, "mAP"))
     with pytest.raises(ValueError, match="primary metric is not 'top1_acc'"):
