@@ -103,7 +103,8 @@ default-model: $(STAMP)
 	$(MAKE) pretrain DATA=$(CORPUS)/packed PRESET=mini FRONTEND=mel256 BATCH=16 STEPS=2400 \
 	    OUT=$(DEFAULT_RUN) ARGS="--targets mel-kmeans --clusters 512 --lr 5e-4 --warmup-steps 200 \
 	    --schedule cosine --workers 1 --checkpoint-every 200 --log-every 25"
-	$(PY) -m encodecmae_hear bundle $(DEFAULT_RUN) -o checkpoints/default.pt --half --hardware "$(HARDWARE)"
+	$(PY) -m encodecmae_hear bundle $(DEFAULT_RUN) -o checkpoints/default.pt --half --hardware "$(HARDWARE)" \
+	    --hear-layer concat --hear-layer-reason "best mean validation top-1 over the three held-out scene tasks (1 seed) among last, 1, 2, mean, concat"
 
 # The bundled model, the same architecture with random weights and hearbaseline.naive on
 # the held-out tasks plus the synthetic suite; table and plot in runs/proof/.
@@ -112,7 +113,7 @@ prove-default: $(STAMP)
 	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS)
 	$(PY) -m encodecmae_hear init --preset mini --frontend mel256 -o runs/random-mini.pt
 	$(MAKE) hear $(PROOF) MODEL=checkpoints/default.pt LABEL=default
-	$(MAKE) hear $(PROOF) MODEL=runs/random-mini.pt LABEL=random-mini
+	$(MAKE) hear $(PROOF) MODEL=runs/random-mini.pt LABEL=random-mini OPTIONS='{"layer": "concat"}'
 	$(MAKE) hear $(PROOF) MODULE=encodecmae_hear.naive_baseline LABEL=naive
 
 # --- HEAR evaluation (docs/EVALUATE.md). Re-running resumes; FORCE=1 redoes finished steps.

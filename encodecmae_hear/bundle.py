@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-tokenizer", action="store_true",
                         help="keep the EnCodec tokenizer (adds ~30 MB; only training needs it)")
     parser.add_argument("--hardware", default="unknown", help="what the run trained on, for the record")
+    parser.add_argument("--hear-layer", default=None, metavar="LAYER",
+                        help="the layer load_model uses when none is asked for (index, last, "
+                             "mean, concat); choose it on validation scores")
+    parser.add_argument("--hear-layer-reason", default="", help="how the layer was chosen, for the record")
     parser.add_argument("--allow-unfinished", action="store_true",
                         help="bundle a run that stopped before its --steps")
 
@@ -72,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     provenance.update(training_summary(run_dir / "metrics.jsonl"))
     provenance["hardware"] = args.hardware
+    if args.hear_layer is not None:
+        from .hear import parse_layer
+        layer = int(args.hear_layer) if args.hear_layer.lstrip("-").isdigit() else args.hear_layer
+        try:
+            parse_layer(layer, model.num_layers)
+        except ValueError as err:
+            print(f"error: --hear-layer: {err}", file=sys.stderr)
+            return 2
+        provenance["hear_layer"] = {"layer": layer, "reason": args.hear_layer_reason}
     provenance["bundle"] = {**base_record(), "from_step_checkpoint": path.name,
                             "half": args.half, "tokenizer_kept": args.keep_tokenizer}
     save_checkpoint(args.output, model, tokenizer=tokenizer, provenance=provenance, half=args.half)

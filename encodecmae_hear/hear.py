@@ -42,7 +42,7 @@ class HearModel(nn.Module):
         self.mae = mae.eval()
         self.chunker = Chunker(int(sample_rate))
         self.sample_rate = int(sample_rate)
-        self.layer = _parse_layer(layer, mae.num_layers)
+        self.layer = parse_layer(layer, mae.num_layers)
         if int(chunk_batch_size) < 1:
             raise ValueError(f"chunk_batch_size must be >= 1, got {chunk_batch_size}")
         self.chunk_batch_size = int(chunk_batch_size)
@@ -102,7 +102,7 @@ class HearModel(nn.Module):
         return out / frames if scene else out
 
 
-def _parse_layer(layer, num_layers: int):
+def parse_layer(layer, num_layers: int):
     if isinstance(layer, str) and layer.lstrip("-").isdigit():
         layer = int(layer)
     if layer == "last":
@@ -116,12 +116,16 @@ def _parse_layer(layer, num_layers: int):
     raise ValueError(f"layer must be an index, or one of {LAYER_CHOICES}; got {layer!r}")
 
 
-def load_model(model_file_path: str = "", sample_rate: int = 48000, layer="last",
+def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
                chunk_batch_size: int = 16) -> HearModel:
     """HEAR entry point. "" loads the bundled checkpoint; options come from heareval's
-    `--model-options` JSON, e.g. '{"layer": "mean", "sample_rate": 16000}'."""
+    `--model-options` JSON, e.g. '{"layer": "mean", "sample_rate": 16000}'. Without a
+    `layer`, the checkpoint's recommended one (provenance "hear_layer", set by `bundle
+    --hear-layer`) is used, else the last layer."""
     path = Path(model_file_path) if model_file_path else default_checkpoint()
-    mae, _ = load_checkpoint(path)
+    mae, payload = load_checkpoint(path)
+    if layer is None:
+        layer = payload.get("provenance", {}).get("hear_layer", {}).get("layer", "last")
     return HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size)
 
 
