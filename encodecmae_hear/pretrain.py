@@ -92,6 +92,8 @@ def mel_kmeans_objective(args, config, source, cfg, proc, log, resume):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.targets == "mel-kmeans" and args.frontend != "mel256":
+        raise SystemExit("--targets mel-kmeans clusters log-mel frames: it needs --frontend mel256")
     proc, log, cfg, source, resume = start_run(args)
     objective_of = {"encodec": "encodec", "mel-kmeans": "kmeans"}
     if resume is not None and resume["provenance"].get("objective") != objective_of[args.targets]:
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             model.load_state_dict(resume["model"], strict=True)
         objective = mel_kmeans_objective(args, model.config, source, cfg, proc, log, resume)
-        tokenizer, kind, weights = None, "kmeans-mel-frames", None
+        tokenizer, kind = None, "kmeans-mel-frames"
         extra = {"kmeans": objective.settings}
     else:
         model, objective, tokenizer, kind, weights = encodec_setup(args, cfg, source, proc, log, resume)

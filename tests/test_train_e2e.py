@@ -181,3 +181,7 @@ def test_mel_kmeans_targets_train_resume_and_refuse_the_other_objective(corpus, 
     proc = cli("pretrain", *tiny_args(corpus, out, 4, "--resume"))  # --targets encodec
     log, _ = proc.communicate(timeout=240)
     assert proc.returncode != 0 and "pass the same --targets" in log
+    with pytest.raises(SystemExit, match="needs --frontend mel256"):
+        main(["pretrain", *tiny_args(corpus, tmp_path / "ec", 1, "--targets", "mel-kmeans",
+                                     "--frontend", "encodec")])
+    assert not (tmp_path / "ec").exists()
