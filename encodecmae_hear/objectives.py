@@ -111,8 +111,9 @@ class KMeansTargets(_MaskedCrossEntropy):
 
 
 class FrontendFeatures(nn.Module):
-    """A parameter-free teacher: the frontend's frames (B, T, F) and their padding mask,
-    from a private EncodecMAE of the given config (only its frontend is used)."""
+    """A teacher without learned features: the frontend's frames (B, T, F) and their
+    padding mask, from a private EncodecMAE of the given config (only its frontend and
+    padding rule are used; its other weights stay untouched)."""
 
     def __init__(self, config):
         super().__init__()
