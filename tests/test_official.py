@@ -10,7 +10,6 @@ back from `build_encodec(seed)` and checks their sha256 against the manifest.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from encodecmae_hear.checkpoint import (CheckpointError, load_checkpoint, read_c
 from encodecmae_hear.encodec_weights import build_encodec
 from encodecmae_hear.hear import HearModel, get_timestamp_embeddings, load_model
 from encodecmae_hear.reference import reference_features
+from tools.make_official_fixtures import sha256_of  # the hash the fixtures were made with
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -50,17 +50,9 @@ def _restore(state: dict, stripped: dict) -> None:
     for key in stripped["shapes"]:
         prefix = next(p for p in _encodec_state() if key.startswith(p))
         restored[key] = _encodec_state()[prefix][key[len(prefix):]]
-    assert _sha256(restored) == stripped["sha256"], \
+    assert sha256_of(restored) == stripped["sha256"], \
         "untrained EnCodec from build_encodec(seed) differs from the fixtures' (torch RNG changed?)"
     state.update(restored)
-
-
-def _sha256(tensors: dict) -> str:
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        h.update(key.encode())
-        h.update(tensors[key].detach().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def official_content(name: str, with_encodec: bool = True) -> dict:
