@@ -78,9 +78,8 @@ def run(args: argparse.Namespace) -> int:
     provenance["hardware"] = args.hardware
     if args.hear_layer is not None:
         from .hear import parse_layer
-        layer = int(args.hear_layer) if args.hear_layer.lstrip("-").isdigit() else args.hear_layer
         try:
-            parse_layer(layer, model.num_layers)
+            layer = parse_layer(args.hear_layer, model.num_layers)
         except ValueError as err:
             print(f"error: --hear-layer: {err}", file=sys.stderr)
             return 2

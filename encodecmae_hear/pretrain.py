@@ -68,7 +68,7 @@ def fit_codebooks(tokenizer: EncodecTokenizer, source, clips: int, iters: int, s
 
 def mel_kmeans_objective(args, config, source, cfg, proc, log, resume):
     """KMeansTargets over the frontend's frames; centroids fitted here or resumed."""
-    from .selftrain import fit_kmeans, teacher_features
+    from .selftrain import teacher_kmeans
 
     teacher = FrontendFeatures(config)
     if resume is not None:
@@ -76,18 +76,9 @@ def mel_kmeans_objective(args, config, source, cfg, proc, log, resume):
                              config.masked_loss_weight, resume["provenance"]["kmeans"])
     settings = {"clusters": args.clusters, "clips": args.kmeans_clips, "seed": cfg.seed,
                 "algorithm": "MiniBatchKMeans", "features": f"{config.frontend} frontend frames"}
-    centroids = torch.zeros(args.clusters, teacher.mae.frontend.out_dim)
-    if proc.main:
-        crops = source.sample(args.kmeans_clips, cfg.seed)
-        log(f"k-means: {args.clusters} clusters on the {config.frontend} frames of {len(crops)} crops ...")
-        frames = teacher_features(teacher, crops, proc.device)
-        settings["frames"] = frames.shape[0]
-        centroids = fit_kmeans(frames, args.clusters, cfg.seed, batch=4096, iters=100)
-    if proc.world > 1:
-        import torch.distributed as dist
-        moved = centroids.to(proc.device)
-        dist.broadcast(moved, src=0)
-        centroids = moved.cpu()
+    centroids, settings["frames"] = teacher_kmeans(
+        teacher, teacher.mae.frontend.out_dim, source, args.clusters, args.kmeans_clips, None,
+        cfg.seed, batch=4096, iters=100, proc=proc, log=log)
     return KMeansTargets(teacher, centroids, config.masked_loss_weight, settings)
 
 

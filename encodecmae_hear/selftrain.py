@@ -66,6 +66,30 @@ def fit_kmeans(features: torch.Tensor, clusters: int, seed: int, batch: int, ite
     return torch.from_numpy(kmeans.cluster_centers_).float()
 
 
+def teacher_kmeans(teacher, dim: int, source, clusters: int, clips: int, max_frames: int | None,
+                   seed: int, batch: int, iters: int, proc, log) -> tuple[torch.Tensor, int]:
+    """Centroids (clusters, dim) of the teacher's features on `clips` corpus crops, fitted on
+    rank 0 (at most `max_frames` random frames; None: all of them) and broadcast to every
+    rank; and the number of frames fitted on."""
+    centroids, n_frames = torch.zeros(clusters, dim), 0
+    if proc.main:
+        crops = source.sample(clips, seed)
+        log(f"teacher features of {len(crops)} crops ...")
+        features = teacher_features(teacher, crops, proc.device)
+        if max_frames is not None:
+            pick = np.random.default_rng(seed).permutation(features.shape[0])[:max_frames]
+            features = features[torch.from_numpy(pick)]
+        n_frames = features.shape[0]
+        log(f"k-means: {clusters} clusters on {n_frames} frames ...")
+        centroids = fit_kmeans(features, clusters, seed, batch, iters)
+    if proc.world > 1:
+        import torch.distributed as dist
+        moved = centroids.to(proc.device)
+        dist.broadcast(moved, src=0)
+        centroids = moved.cpu()
+    return centroids, n_frames
+
+
 def run(args: argparse.Namespace) -> int:
     proc, log, cfg, source, resume = start_run(args)
     parent_path = str(Path(args.parent).resolve())
@@ -79,25 +103,12 @@ def run(args: argparse.Namespace) -> int:
         settings = resume["provenance"]["kmeans"]
     else:
         settings = {"clusters": args.clusters, "clips": args.kmeans_clips,
-                    "frames": args.kmeans_frames, "batch_size": args.kmeans_batch,
+                    "batch_size": args.kmeans_batch,
                     "max_iter": args.kmeans_iters, "seed": cfg.seed, "algorithm": "MiniBatchKMeans",
                     "features": "teacher last layer x0, before the final ResiDual combination"}
-        centroids = torch.zeros(args.clusters, teacher.config.dim)
-        if proc.main:
-            crops = source.sample(args.kmeans_clips, cfg.seed)
-            log(f"teacher features of {len(crops)} crops ...")
-            features = teacher_features(teacher, crops, proc.device)
-            rng = np.random.default_rng(cfg.seed)
-            pick = rng.permutation(features.shape[0])[: args.kmeans_frames]
-            settings["frames"] = len(pick)
-            log(f"k-means: {args.clusters} clusters on {len(pick)} of {features.shape[0]} frames ...")
-            centroids = fit_kmeans(features[torch.from_numpy(pick)], args.clusters, cfg.seed,
-                                   args.kmeans_batch, args.kmeans_iters)
-        if proc.world > 1:
-            import torch.distributed as dist
-            moved = centroids.to(proc.device)
-            dist.broadcast(moved, src=0)
-            centroids = moved.cpu()
+        centroids, settings["frames"] = teacher_kmeans(
+            teacher, teacher.config.dim, source, args.clusters, args.kmeans_clips,
+            args.kmeans_frames, cfg.seed, args.kmeans_batch, args.kmeans_iters, proc, log)
         student, _ = load_checkpoint(args.parent)
         torch.manual_seed(cfg.seed)
         student.new_head(1, args.clusters)
