@@ -2,9 +2,11 @@
 
     python -m encodecmae_hear heldout-tasks --corpus /work/corpus --out /work/heldout_tasks
 
-Four tasks, each balanced, seeded, split train/valid/test 60/20/20 per class
-(split_mode "trainvaltest"), audio at 48000 and 16000 Hz, clips padded or cut to a
-fixed length:
+Four tasks, each balanced and seeded, audio at 48000 and 16000 Hz, clips padded or cut
+to a fixed length. The three scene tasks are split into five folds, stratified by class
+(split_mode "presplit_kfold"): hear-eval-kit tests on every fold in turn, so every clip is
+scored once, which makes the small tasks far less noisy than a single 20 % test split.
+The event task is split train/valid/test 60/20/20 ("trainvaltest").
 
 * heldout_spoken_language (speech): which language a recorded word is spoken in
   (ktuberling-data: one or a few speakers per language, none in pretraining).
@@ -27,30 +29,34 @@ import numpy as np
 
 from . import hear_task_io, midi
 from .corpus_sources import SOUNDFONTS
-from .hear_task_io import TRAINVALTEST
 
-SPLITS = TRAINVALTEST
+FOLDS = tuple(f"fold{i:02d}" for i in range(5))
 ONSET_POSTPROCESSING = {"event_postprocessing_grid": {"median_filter_ms": [150], "min_duration": [60, 120]}}
 
 
-def assign_splits(labels: list[str], seed: int) -> list[str]:
-    """60/20/20 train/valid/test within every class, seeded."""
+def assign_folds(labels: list[str], seed: int) -> list[str]:
+    """Every class dealt out over FOLDS in a seeded order; class sizes differ by at most
+    one between folds, and each class starts where the previous one stopped, so the
+    folds' sizes do too."""
     rng = np.random.default_rng(seed)
-    out = [""] * len(labels)
+    out, dealt = [""] * len(labels), 0
     for label in sorted(set(labels)):
         idx = [i for i, lab in enumerate(labels) if lab == label]
-        idx = [idx[j] for j in rng.permutation(len(idx))]
-        n_valid = n_test = max(1, round(0.2 * len(idx)))
-        for j, i in enumerate(idx):
-            out[i] = "test" if j < n_test else "valid" if j < n_test + n_valid else "train"
+        for j in rng.permutation(len(idx)):
+            out[idx[j]] = FOLDS[dealt % len(FOLDS)]
+            dealt += 1
     return out
 
 
 def write_task(out: Path, name: str, clips: list[dict], seconds: float, sr: int,
                event: bool = False) -> Path:
-    """The shared HEAR task-folder writer (hear_task_io), version "heldout-1"."""
-    return hear_task_io.write_task(out, name, clips, seconds, sr, event=event, version="heldout-1",
-                                   evaluation_params=ONSET_POSTPROCESSING if event else None)
+    """The shared HEAR task-folder writer (hear_task_io), version "heldout-2": scene tasks
+    in FOLDS, the event task in train/valid/test."""
+    if event:
+        return hear_task_io.write_task(out, name, clips, seconds, sr, event=True, version="heldout-2",
+                                       evaluation_params=ONSET_POSTPROCESSING)
+    return hear_task_io.write_task(out, name, clips, seconds, sr, splits=FOLDS,
+                                   split_mode="presplit_kfold", version="heldout-2")
 
 
 def corpus_clips(corpus: Path, source_label, seconds: float) -> list[dict]:
@@ -87,8 +93,8 @@ def scene_from_corpus(corpus: Path, out: Path, name: str, labeler, n_classes: in
     for label in keep:
         group = [c for c in clips if c["label"] == label]
         chosen += [group[i] for i in sorted(rng.permutation(len(group))[:per_class])]
-    for clip, split in zip(chosen, assign_splits([c["label"] for c in chosen], seed)):
-        clip["split"] = split
+    for clip, fold in zip(chosen, assign_folds([c["label"] for c in chosen], seed)):
+        clip["split"] = fold
     names = set()
     for i, clip in enumerate(chosen):  # unique file names
         clip["name"] = f"{i:04d}-{clip['name']}" if clip["name"] in names else clip["name"]
@@ -124,8 +130,8 @@ def instrument_family_task(soundfont: Path, out: Path, per_class: int, seconds: 
         step = int(spacing * sr)
         clips += [{"name": f"{family}-{k:03d}", "label": family,
                    "audio": audio[k * step:k * step + int(seconds * sr)]} for k in range(per_class)]
-    for clip, split in zip(clips, assign_splits([c["label"] for c in clips], seed)):
-        clip["split"] = split
+    for clip, fold in zip(clips, assign_folds([c["label"] for c in clips], seed)):
+        clip["split"] = fold
     return write_task(out, "heldout_instrument_family", clips, seconds, sr)
 
 
@@ -181,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     for task in build_all(Path(args.corpus), Path(args.out), args.seed, args.scale):
-        sizes = {s: len(json.loads((task / f"{s}.json").read_text())) for s in SPLITS}
+        splits = json.loads((task / "task_metadata.json").read_text())["splits"]
+        sizes = {s: len(json.loads((task / f"{s}.json").read_text())) for s in splits}
         print(f"{task}: {sizes}")
     return 0

@@ -1,4 +1,5 @@
-"""Held-out HEAR task folders: the format hear-eval-kit reads, balance, disjoint splits.
+"""Held-out HEAR task folders: the format hear-eval-kit reads, balance, disjoint splits
+(five class-stratified folds for scene tasks, train/valid/test for the event task).
 
 The corpus is faked (a manifest and Opus files) and fluidsynth is replaced by a tone
 generator, so the test needs neither apt packages nor a soundfont."""
@@ -47,13 +48,17 @@ def fake_render(notes, programs, soundfont, sample_rate=24000, gain=0.5):
 
 def check_task(task, event=False):
     meta = json.loads((task / "task_metadata.json").read_text())
-    assert meta["task_name"] == task.name and meta["split_mode"] == "trainvaltest"
+    assert meta["task_name"] == task.name and meta["version"] == "heldout-2"
+    assert meta["split_mode"] == ("trainvaltest" if event else "presplit_kfold")
     assert meta["embedding_type"] == ("event" if event else "scene")
     assert meta["prediction_type"] == ("multilabel" if event else "multiclass")
-    assert meta["splits"] == ["train", "valid", "test"] and meta["evaluation"]
+    assert meta["splits"] == (["train", "valid", "test"] if event else
+                              ["fold00", "fold01", "fold02", "fold03", "fold04"])
+    assert meta["evaluation"]
     config = load_task(task.name)  # eval_configs/ scores the folder the builder writes
     assert (config.folder, config.metric, config.embedding_type, config.split_mode) == (
         task.name, meta["evaluation"][0], meta["embedding_type"], meta["split_mode"])
+    assert config.folds == (1 if event else len(meta["splits"]))
     assert config in load_suite("heldout") and config in load_suite("proof")
     with open(task / "labelvocabulary.csv") as f:
         vocab = list(csv.DictReader(f))
@@ -77,12 +82,14 @@ def check_task(task, event=False):
     return meta, labels, seen
 
 
-def class_counts(task):
+def class_counts(task, folds=False):
+    """{label: clips}, or with folds=True {label: [clips in each fold]}."""
     counts = {}
-    for split in ("train", "valid", "test"):
+    for k, split in enumerate(json.loads((task / "task_metadata.json").read_text())["splits"]):
         for target in json.loads((task / f"{split}.json").read_text()).values():
-            counts[target[0]] = counts.get(target[0], 0) + 1
-    return counts
+            per_fold = counts.setdefault(target[0], [0] * 5)
+            per_fold[k] += 1
+    return counts if folds else {label: sum(n) for label, n in counts.items()}
 
 
 def test_scene_tasks_from_held_out_corpus_files(fake_corpus, tmp_path):
@@ -90,7 +97,7 @@ def test_scene_tasks_from_held_out_corpus_files(fake_corpus, tmp_path):
     task = ht.scene_from_corpus(fake_corpus, out, "heldout_spoken_language", ht.language_of, 2, 5, 2.0, 0)
     check_task(task)
     assert class_counts(task) == {"ca": 5, "de": 5}  # the two largest classes, ties by name
-    assert len(json.loads((task / "test.json").read_text())) == 2
+    assert class_counts(task, folds=True) == {"ca": [1] * 5, "de": [1] * 5}
     sfx = ht.scene_from_corpus(fake_corpus, out, "heldout_sfx_collection",
                                lambda r: r["source"].split("-")[0] if r["category"] == "environment" else None,
                                4, 4, 2.0, 0)
@@ -98,8 +105,8 @@ def test_scene_tasks_from_held_out_corpus_files(fake_corpus, tmp_path):
     assert class_counts(sfx) == {"lincity": 4, "minetest": 4}  # the training-split music is never used
     again = ht.scene_from_corpus(fake_corpus, tmp_path / "again", "heldout_spoken_language", ht.language_of,
                                  2, 5, 2.0, 0)
-    for split in ("train", "valid", "test"):
-        assert (again / f"{split}.json").read_text() == (task / f"{split}.json").read_text()
+    for fold in ht.FOLDS:
+        assert (again / f"{fold}.json").read_text() == (task / f"{fold}.json").read_text()
 
 
 def test_soundfont_tasks(monkeypatch, tmp_path):
@@ -115,10 +122,13 @@ def test_soundfont_tasks(monkeypatch, tmp_path):
     assert "event_postprocessing_grid" in meta["evaluation_params"]
 
 
-def test_splits_are_balanced_per_class():
-    labels = ["a"] * 10 + ["b"] * 5
-    splits = ht.assign_splits(labels, seed=3)
-    assert splits == ht.assign_splits(labels, seed=3)
-    for label, n in (("a", 10), ("b", 5)):
-        mine = [s for s, lab in zip(splits, labels) if lab == label]
-        assert mine.count("test") == mine.count("valid") == max(1, round(0.2 * n))
+def test_folds_are_balanced_per_class_and_overall():
+    labels = ["a"] * 12 + ["b"] * 7 + ["c"] * 3
+    folds = ht.assign_folds(labels, seed=3)
+    assert folds == ht.assign_folds(labels, seed=3) and set(folds) == set(ht.FOLDS)
+    assert folds != ht.assign_folds(labels, seed=4)
+    for label in "abc":
+        sizes = [sum(f == fold and lab == label for f, lab in zip(folds, labels)) for fold in ht.FOLDS]
+        assert max(sizes) - min(sizes) <= 1
+    sizes = [folds.count(fold) for fold in ht.FOLDS]
+    assert max(sizes) - min(sizes) <= 1
