@@ -52,11 +52,9 @@ def write_task(out: Path, name: str, clips: list[dict], seconds: float, sr: int,
                event: bool = False) -> Path:
     """The shared HEAR task-folder writer (hear_task_io), version "heldout-2": scene tasks
     in FOLDS, the event task in train/valid/test."""
-    if event:
-        return hear_task_io.write_task(out, name, clips, seconds, sr, event=True, version="heldout-2",
-                                       evaluation_params=ONSET_POSTPROCESSING)
-    return hear_task_io.write_task(out, name, clips, seconds, sr, splits=FOLDS,
-                                   split_mode="presplit_kfold", version="heldout-2")
+    layout = ({"event": True, "evaluation_params": ONSET_POSTPROCESSING} if event else
+              {"splits": FOLDS, "split_mode": "presplit_kfold"})
+    return hear_task_io.write_task(out, name, clips, seconds, sr, version="heldout-2", **layout)
 
 
 def corpus_clips(corpus: Path, source_label, seconds: float) -> list[dict]:
