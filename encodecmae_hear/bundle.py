@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hardware", default="unknown", help="what the run trained on, for the record")
     parser.add_argument("--hear-layer", default=None, metavar="LAYER",
                         help="the layer load_model uses when none is asked for (index, last, "
-                             "mean, concat); choose it on validation scores")
+                             "mean, concat, input+concat); choose it on validation scores")
     parser.add_argument("--hear-layer-reason", default="", help="how the layer was chosen, for the record")
     parser.add_argument("--allow-unfinished", action="store_true",
                         help="bundle a run that stopped before its --steps")

@@ -1,12 +1,14 @@
-"""Checkpoint format (version 1): one `torch.save`d dict, loaded with `weights_only=True`.
+"""Checkpoint format (version 2): one `torch.save`d dict, loaded with `weights_only=True`.
 
     format      "encodecmae_hear"
-    version     1
+    version     2 (version 1 files, which lack embedding_stats, are still read)
     config      ModelConfig.to_dict() -- the checkpoint rebuilds its own model
     model       EncodecMAE state dict (float32, or float16 when saved with half=True)
     tokenizer   EnCodec tokenizer state dict, or None (not needed for embeddings)
     provenance  JSON-like dict: what it was trained on, steps, targets, commit, notes
     training    dict for resuming (optimizer, step, RNG ...), or {} for release files
+    embedding_stats  None, or {"mean", "std"}: (layers + 1, D) per-channel statistics of
+                the encoder input and each layer on pretraining audio (embedding_stats.py)
 
 Files are written atomically (temporary file in the same folder, then rename), so a
 crash during a save leaves the previous file intact.
@@ -22,8 +24,9 @@ import torch
 from .config import ModelConfig
 
 FORMAT = "encodecmae_hear"
-VERSION = 1
-KEYS = {"format", "version", "config", "model", "tokenizer", "provenance", "training"}
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+KEYS = {"format", "version", "config", "model", "tokenizer", "provenance", "training", "embedding_stats"}
 
 
 class CheckpointError(ValueError):
@@ -69,7 +72,8 @@ def _to_half(state: dict) -> dict:
 
 
 def save_checkpoint(path, model, *, tokenizer=None, provenance: dict | None = None,
-                    training: dict | None = None, half: bool = False) -> None:
+                    training: dict | None = None, half: bool = False,
+                    embedding_stats: dict | None = None) -> None:
     state = model.state_dict()
     payload = {
         "format": FORMAT,
@@ -79,6 +83,7 @@ def save_checkpoint(path, model, *, tokenizer=None, provenance: dict | None = No
         "tokenizer": tokenizer.state_dict() if tokenizer is not None else None,
         "provenance": dict(provenance or {}),
         "training": dict(training or {}),
+        "embedding_stats": embedding_stats,
     }
     atomic_torch_save(payload, path)
 
@@ -105,9 +110,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: not an {FORMAT} checkpoint "
                               f"(top-level keys: {sorted(map(str, payload))[:8]})")
     version = payload.get("version")
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{path}: checkpoint format version {version!r}; this code reads "
-                              f"version {VERSION}")
+                              f"versions {', '.join(map(str, READABLE_VERSIONS))}")
+    if version == 1:
+        payload = {**payload, "version": VERSION, "embedding_stats": None}
     missing = KEYS - set(payload)
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("encodecmae_hear.convert", "convert an official EnCodecMAE checkpoint to this project's format"),
     "corpus": ("encodecmae_hear.corpus", "build the offline pretraining corpus from Debian packages"),
     "demo": ("encodecmae_hear.demo", "validate the bundled model and time embeddings on generated clips"),
+    "embedding-stats": ("encodecmae_hear.embedding_stats", "store per-channel embedding statistics from pretraining audio in a checkpoint"),
     "hear": ("encodecmae_hear.hear_eval", "HEAR evaluation in one go: embed, predict over seeds, table"),
     "hear-embed": ("encodecmae_hear.hear_embed", "HEAR task embeddings with heareval's runner (resumable)"),
     "hear-predict": ("encodecmae_hear.hear_predict", "heareval downstream training and test scores per seed"),

@@ -6,7 +6,9 @@ every window, as in training); windows from all sounds run in batches of bounded
 the last window is zero-padded, its padded frames are masked as padded keys, and the
 outputs are trimmed, so no audio is dropped and a sound's embedding does not depend on
 the other sounds in the batch. Frames are at exactly 75/s; timestamps are frame
-centres in milliseconds.
+centres in milliseconds. A checkpoint with embedding statistics (embedding_stats.py)
+gives standardised embeddings: each block, the encoder input and every layer, is
+standardised channel by channel before the layer option picks or joins them.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from .checkpoint import load_checkpoint
 from .config import FRAME_RATE, HOP_LENGTH
 
 DEFAULT_CHECKPOINT_ENV = "ENCODECMAE_DEFAULT_CHECKPOINT"
-LAYER_CHOICES = ("last", "mean", "concat")
+LAYER_CHOICES = ("last", "mean", "concat", "input+concat")
 
 
 def default_checkpoint() -> Path:
@@ -37,7 +39,7 @@ class HearModel(nn.Module):
     """EnCodecMAE wrapped with the attributes and options HEAR expects."""
 
     def __init__(self, mae: nn.Module, sample_rate: int = 48000, layer="last",
-                 chunk_batch_size: int = 16):
+                 chunk_batch_size: int = 16, embedding_stats: dict | None = None):
         super().__init__()
         self.mae = mae.eval()
         self.chunker = Chunker(int(sample_rate))
@@ -46,7 +48,13 @@ class HearModel(nn.Module):
         if int(chunk_batch_size) < 1:
             raise ValueError(f"chunk_batch_size must be >= 1, got {chunk_batch_size}")
         self.chunk_batch_size = int(chunk_batch_size)
-        width = mae.config.dim * (mae.num_layers if self.layer == "concat" else 1)
+        self.with_input = self.layer == "input+concat"
+        self.standardise = embedding_stats is not None
+        if self.standardise:  # rows: encoder input, then each layer
+            self.register_buffer("stats_mean", embedding_stats["mean"].float().clone())
+            self.register_buffer("stats_std", embedding_stats["std"].float().clone())
+        blocks = {"concat": mae.num_layers, "input+concat": mae.num_layers + 1}.get(self.layer, 1)
+        width = mae.config.dim * blocks
         self.scene_embedding_size = width
         self.timestamp_embedding_size = width
         self.eval()
@@ -55,10 +63,17 @@ class HearModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.mae.parameters()).device
 
+    def standardised(self, layers: list[torch.Tensor]) -> list[torch.Tensor]:
+        if not self.standardise:
+            return layers
+        first = 0 if self.with_input else 1
+        return [(x.float() - self.stats_mean[first + i]) / self.stats_std[first + i]
+                for i, x in enumerate(layers)]
+
     def select_layer(self, layers: list[torch.Tensor]) -> torch.Tensor:
         if self.layer == "mean":
             return torch.stack(layers).mean(0)
-        if self.layer == "concat":
+        if self.layer in ("concat", "input+concat"):
             return torch.cat(layers, dim=-1)
         return layers[self.layer]
 
@@ -79,7 +94,8 @@ class HearModel(nn.Module):
         def flush():
             wav = torch.stack([p[2] for p in pending]).to(device)
             lengths = torch.tensor([p[3] * HOP_LENGTH for p in pending], device=device)
-            emb = self.select_layer(self.mae.encode(wav, lengths)).float()  # (b, 300, E)
+            layers = self.standardised(self.mae.encode(wav, lengths, with_input=self.with_input))
+            emb = self.select_layer(layers).float()  # (b, 300, E)
             for row, (sound, start, _, count) in enumerate(pending):
                 if scene:
                     out[sound] += emb[row, :count].sum(0)
@@ -117,16 +133,30 @@ def parse_layer(layer, num_layers: int):
 
 
 def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
-               chunk_batch_size: int = 16) -> HearModel:
+               chunk_batch_size: int = 16, standardise=None) -> HearModel:
     """HEAR entry point. "" loads the bundled checkpoint; options come from heareval's
     `--model-options` JSON, e.g. '{"layer": "mean", "sample_rate": 16000}'. Without a
     `layer`, the checkpoint's recommended one (provenance "hear_layer", set by `bundle
-    --hear-layer`) is used, else the last layer."""
+    --hear-layer`) is used, else the last layer. `standardise` (default: whether the
+    checkpoint holds embedding statistics) standardises the embeddings with them."""
+    from .embedding_stats import check_stats
+
     path = Path(model_file_path) if model_file_path else default_checkpoint()
     mae, payload = load_checkpoint(path)
     if layer is None:
         layer = payload.get("provenance", {}).get("hear_layer", {}).get("layer", "last")
-    return HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size)
+    stats = payload.get("embedding_stats")
+    if stats is not None:
+        check_stats(stats, mae.num_layers, mae.config.dim, path)
+    if standardise is None:
+        standardise = stats is not None
+    if standardise not in (True, False):
+        raise ValueError(f"standardise must be true or false, got {standardise!r}")
+    if standardise and stats is None:
+        raise ValueError(f"{path} holds no embedding statistics to standardise with; add them "
+                         f"with `python -m encodecmae_hear embedding-stats {path} --data CORPUS`")
+    return HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size,
+                     embedding_stats=stats if standardise else None)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):

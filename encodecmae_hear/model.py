@@ -54,12 +54,14 @@ class EncodecMAE(nn.Module):
         tokens = self.encoder_positions(self.input_proj(features.to(self.input_proj.weight.dtype)))
         return features, tokens, padding
 
-    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None,
+               with_input: bool = False) -> list[torch.Tensor]:
         """Unmasked encoding for embeddings: a list with one (B, T, D) tensor per encoder
-        layer (each layer's x0 stream; the last is the stack output x0 + LN(x1))."""
+        layer (each layer's x0 stream; the last is the stack output x0 + LN(x1)), led by
+        the encoder's input tokens (frontend projection plus positions) if `with_input`."""
         _, tokens, padding = self.embed_frames(wav, lengths)
         out, per_layer = self.encoder(tokens, padding, return_layers=True)
-        return per_layer[:-1] + [out]
+        return ([tokens] if with_input else []) + per_layer[:-1] + [out]
 
     def last_layer_features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
         """The last layer's x0 before the final ResiDual combination (self-training

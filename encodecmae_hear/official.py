@@ -250,7 +250,7 @@ def official_payload(obj: dict, path="checkpoint", gin_text: str | None = None,
     }
     return {"format": FORMAT, "version": VERSION, "config": config.to_dict(),
             "model": {k: v.float() for k, v in state.items()}, "tokenizer": tokenizer,
-            "provenance": provenance, "training": {}}
+            "provenance": provenance, "training": {}, "embedding_stats": None}
 
 
 def _tokenizer_state(source: dict, mapped: dict, ignored: dict) -> dict | None:

@@ -121,6 +121,18 @@ def test_layer_options(tiny_mel):
             HearModel(tiny_mel, layer=bad)
 
 
+def test_input_plus_concat_leads_with_the_encoder_input(tiny_mel):
+    audio = tone_mix(1.5, 48000, seed=6)
+    model = HearModel(tiny_mel, layer="input+concat")
+    assert model.timestamp_embedding_size == model.scene_embedding_size == 64 * (tiny_mel.num_layers + 1)
+    out = get_timestamp_embeddings(audio, model)[0]
+    torch.testing.assert_close(out[..., 64:], get_timestamp_embeddings(audio, HearModel(tiny_mel, layer="concat"))[0])
+    chunk, _ = next(Chunker(48000).chunks(audio[0]))
+    with torch.no_grad():  # the encoder's input: projected frontend frames plus positions
+        tokens = tiny_mel.encoder_positions(tiny_mel.input_proj(tiny_mel.frontend(chunk[None])))
+    torch.testing.assert_close(out[0, :, :64], tokens[0, :out.shape[1]])
+
+
 BAD_INPUTS = [
     (lambda: torch.zeros(48000), "shape"),
     (lambda: torch.zeros(1, 1, 48000), "shape"),

@@ -1,0 +1,96 @@
+"""`embedding-stats`: per-channel statistics of a model's embeddings on pretraining audio,
+stored in the checkpoint so that `load_model` hands out standardised embeddings.
+
+heareval's downstream predictor takes embeddings as they come (its default grid has no
+input normalisation), and the blocks that `concat` and `input+concat` join differ in
+offset and scale. Each block (the encoder input and every layer) is therefore
+standardised channel by channel, (x - mean) / std, with the mean and std of its frames
+over corpus crops measured here: numbers from pretraining audio, never from a task.
+
+    python -m encodecmae_hear embedding-stats checkpoints/default.pt --data ../corpus/packed
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from .data import open_source
+
+MIN_STD = 1e-5  # a channel that never varies is centred, not blown up
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint to measure; rewritten in place (atomically) "
+                                           "unless -o is given")
+    parser.add_argument("--data", required=True,
+                        help="pretraining audio: tar shards folder or manifest (as `pretrain --data`)")
+    parser.add_argument("-o", "--output", default=None, help="write the result here instead")
+    parser.add_argument("--crops", type=int, default=256, help="4 s crops to measure")
+    parser.add_argument("--seed", type=int, default=0, help="which crops")
+    parser.add_argument("--batch", type=int, default=16, help="crops per forward pass")
+
+
+@torch.no_grad()
+def measure(mae, crops: list[tuple[torch.Tensor, int]], batch: int = 16) -> dict:
+    """crops [(wav (N,) at 24 kHz, valid samples)] -> {"mean", "std"}: (layers + 1, D)
+    float32, row 0 for the encoder input, row i for layer i, over all valid frames."""
+    mae.eval()
+    total = total_sq = None
+    count = 0
+    for start in range(0, len(crops), batch):
+        part = crops[start:start + batch]
+        wav = torch.stack([w for w, _ in part])
+        lengths = torch.tensor([n for _, n in part])
+        blocks = torch.stack(mae.encode(wav, lengths, with_input=True))  # (L+1, B, T, D)
+        padding = mae.padding_mask(lengths, blocks.shape[2], wav.shape[0], wav.device)
+        frames = blocks[:, ~padding].double()  # (L+1, valid frames, D)
+        total = frames.sum(1) if total is None else total + frames.sum(1)
+        total_sq = (frames ** 2).sum(1) if total_sq is None else total_sq + (frames ** 2).sum(1)
+        count += frames.shape[1]
+    if count < 2:
+        raise ValueError(f"embedding statistics need at least 2 frames, got {count}")
+    mean = total / count
+    var = (total_sq / count - mean ** 2).clamp_min(0) * count / (count - 1)
+    return {"mean": mean.float(), "std": var.sqrt().clamp_min(MIN_STD).float(), "frames": count}
+
+
+def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> None:
+    from .checkpoint import CheckpointError
+
+    expected = (num_layers + 1, dim)
+    for key in ("mean", "std"):
+        value = stats.get(key)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
+            found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: embedding_stats[{key!r}] should be a tensor of shape "
+                                  f"{expected} (encoder input + {num_layers} layers, D {dim}), got {found}")
+    if not bool((stats["std"] > 0).all()) or not bool(torch.isfinite(stats["mean"]).all()):
+        raise CheckpointError(f"{path}: embedding_stats hold a non-positive std or a non-finite mean")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, read_checkpoint
+    from .provenance import base_record
+
+    if args.crops < 1:
+        print(f"error: --crops must be >= 1, got {args.crops}", file=sys.stderr)
+        return 2
+    try:
+        mae, _ = load_checkpoint(args.checkpoint)
+        payload = read_checkpoint(args.checkpoint)  # this project's format: rewritten below
+    except (CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    crops = open_source(args.data, args.seed).sample(args.crops, args.seed)
+    stats = measure(mae, crops, args.batch)
+    payload["embedding_stats"] = {"mean": stats["mean"], "std": stats["std"]}
+    payload["provenance"] = {**payload["provenance"], "embedding_stats": {
+        **base_record(), "data": str(args.data), "crops": len(crops), "frames": stats["frames"],
+        "seed": args.seed}}
+    out = args.output or args.checkpoint
+    atomic_torch_save(payload, out)
+    print(f"{args.checkpoint}: embedding statistics of {stats['frames']} frames from {len(crops)} "
+          f"crops of {args.data} -> {out}")
+    return 0
