@@ -178,8 +178,13 @@ def plot(rows: list[Row], path: str | Path) -> Path:
         ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                   ncol=min(len(labels) + 1, 6), frameon=False)
     width_in, height_in = fig.get_size_inches()
-    fig.subplots_adjust(left=0.7 / width_in, right=1 - 0.15 / width_in,
-                        bottom=1.3 / height_in, top=1 - 0.75 / height_in)
+    # rotated task names reach below the axes, and the first two left of them: make room
+    longest_first = max([len(title) for _, title in tasks[:2]] + [0])
+    longest = max([len(title) for _, title in tasks] + [0])
+    left_in = min(max(0.7, 0.05 * longest_first), 0.3 * width_in)
+    bottom_in = min(max(1.3, 0.047 * longest), 0.45 * height_in)
+    fig.subplots_adjust(left=left_in / width_in, right=1 - 0.15 / width_in,
+                        bottom=bottom_in / height_in, top=1 - 0.75 / height_in)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     _atomic_write(path, buffer.getvalue())

@@ -39,8 +39,18 @@ def test_load_model_gives_float32_weights_that_moved_away_from_their_initialisat
     assert (w - w0).abs().mean() > 0.1 * w0.abs().mean()
     scene = get_scene_embeddings(torch.randn(2, 48000) * 0.1, hear_model)
     assert scene.dtype == torch.float32 and torch.isfinite(scene).all()
-    recommended = payload["provenance"]["hear_layer"]["layer"]  # chosen on validation scores
-    assert hear_model.layer == recommended == "concat" and scene.shape == (2, 4 * 256)
+    recommended = payload["provenance"]["hear_layer"]["layer"]
+    assert hear_model.layer == recommended == "input+concat" and scene.shape == (2, 5 * 256)
+    assert hear_model.standardise  # with the corpus statistics it carries
+
+
+def test_bundled_statistics_were_measured_on_the_pretraining_corpus(payload):
+    stats, prov = payload["embedding_stats"], payload["provenance"]
+    assert stats["mean"].shape == stats["std"].shape == (4 + 1, 256)
+    assert bool((stats["std"] > 1e-3).all())
+    measured = prov["embedding_stats"]
+    assert Path(measured["data"]).name == Path(prov["corpus"]["data"]).name == "packed"
+    assert measured["crops"] == 256 and measured["frames"] > 100 * measured["crops"]
 
 
 def test_model_card_matches_the_provenance(payload):
