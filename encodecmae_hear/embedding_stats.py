@@ -18,7 +18,9 @@ import torch
 
 from .data import open_source
 
-MIN_STD = 1e-5  # a channel that never varies is centred, not blown up
+# A channel that hardly varies on the corpus gets at least this share of its block's
+# median std, so that small changes in it on other audio are not amplified without bound.
+STD_FLOOR = 0.01
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +54,9 @@ def measure(mae, crops: list[tuple[torch.Tensor, int]], batch: int = 16) -> dict
     if count < 2:
         raise ValueError(f"embedding statistics need at least 2 frames, got {count}")
     mean = total / count
-    var = (total_sq / count - mean ** 2).clamp_min(0) * count / (count - 1)
-    return {"mean": mean.float(), "std": var.sqrt().clamp_min(MIN_STD).float(), "frames": count}
+    std = ((total_sq / count - mean ** 2).clamp_min(0) * count / (count - 1)).sqrt()
+    floor = (STD_FLOOR * std.median(dim=1, keepdim=True).values).clamp_min(1e-8)
+    return {"mean": mean.float(), "std": torch.maximum(std, floor).float(), "frames": count}
 
 
 def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> None:
@@ -66,8 +69,9 @@ def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> No
             found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise CheckpointError(f"{path}: embedding_stats[{key!r}] should be a tensor of shape "
                                   f"{expected} (encoder input + {num_layers} layers, D {dim}), got {found}")
-    if not bool((stats["std"] > 0).all()) or not bool(torch.isfinite(stats["mean"]).all()):
-        raise CheckpointError(f"{path}: embedding_stats hold a non-positive std or a non-finite mean")
+    finite = bool(torch.isfinite(stats["mean"]).all()) and bool(torch.isfinite(stats["std"]).all())
+    if not finite or not bool((stats["std"] > 0).all()):
+        raise CheckpointError(f"{path}: embedding_stats hold a non-finite value or a non-positive std")
 
 
 def run(args: argparse.Namespace) -> int:

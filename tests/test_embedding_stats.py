@@ -86,6 +86,30 @@ def test_statistics_of_the_wrong_shape_or_a_zero_std_are_refused(stats_checkpoin
     torch.save({**payload, "embedding_stats": {"mean": stats["mean"], "std": stats["std"] * 0}}, bad)
     with pytest.raises(CheckpointError, match="non-positive std"):
         load_model(str(bad))
+    torch.save({**payload, "embedding_stats": {"mean": stats["mean"], "std": stats["std"] / 0}}, bad)
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_model(str(bad))
+
+
+def test_a_channel_constant_on_the_corpus_is_not_blown_up():
+    class ConstantChannel(torch.nn.Module):  # two blocks: channel 0 never varies
+        def encode(self, wav, lengths, with_input=True):
+            x = wav.view(wav.shape[0], -1, 4)[:, :, :3].clone()
+            x[..., 0] = 2.0
+            return [x, x * 3]
+
+        def padding_mask(self, lengths, frames, batch, device):
+            return torch.zeros(batch, frames, dtype=torch.bool)
+
+        def eval(self):
+            return self
+
+    g = torch.Generator().manual_seed(0)
+    crops = [(torch.randn(400, generator=g), 400) for _ in range(3)]
+    stats = measure(ConstantChannel(), crops)
+    torch.testing.assert_close(stats["mean"][:, 0], torch.tensor([2.0, 6.0]))
+    typical = stats["std"][:, 1:].median(dim=1).values
+    torch.testing.assert_close(stats["std"][:, 0], 0.01 * typical, rtol=0.2, atol=0)
 
 
 def test_version_1_files_are_read_without_statistics(tiny_checkpoint, tmp_path):
