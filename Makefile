@@ -101,7 +101,7 @@ heldout-tasks: $(STAMP)
 # longer horizon (lr 2.5e-4 at step 2,400). Stage 1 writes model.pt when it finishes,
 # so stage 1 is skipped once that file exists. HARDWARE is recorded in the checkpoint.
 DEFAULT_RUN ?= runs/default
-DEFAULT_LAYER_REASON = chosen on the held-out tasks themselves (there is no separate validation suite): 5-fold logistic-regression probe of the 4,400-step model on the four k-fold scene tasks, input+concat 80.6, concat 80.4, last 77.8 (%); heareval runs of every variant: README, section "The bundled default model"
+DEFAULT_LAYER_REASON = chosen on the held-out tasks themselves (there is no separate validation suite): 5-fold logistic-regression probe of the 4,400-step model on the four k-fold scene tasks, input+concat 80.6, concat 80.4, last 77.8 (%); heareval runs of every variant: README, section 'The bundled default model'
 HARDWARE    ?= unknown
 DEFAULT_PRETRAIN = $(MAKE) pretrain DATA=$(CORPUS)/packed PRESET=mini FRONTEND=mel256 BATCH=16 \
 	    OUT=$(DEFAULT_RUN) ARGS="--targets mel-kmeans --clusters 512 --lr 5e-4 --warmup-steps 200 \
