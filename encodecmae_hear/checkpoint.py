@@ -134,6 +134,9 @@ def model_from_payload(payload: dict, path="checkpoint"):
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not match the stored config: "
                               f"{_one_line(err)}") from None
+    if payload.get("embedding_stats") is not None:
+        from .embedding_stats import check_stats
+        check_stats(payload["embedding_stats"], model.num_layers, config.dim, path)
     return model.float().eval()
 
 

@@ -63,6 +63,9 @@ def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> No
     from .checkpoint import CheckpointError
 
     expected = (num_layers + 1, dim)
+    if not isinstance(stats, dict):
+        raise CheckpointError(f"{path}: embedding_stats should be a dict with 'mean' and 'std', "
+                              f"got {type(stats).__name__}")
     for key in ("mean", "std"):
         value = stats.get(key)
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
@@ -75,15 +78,15 @@ def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, read_checkpoint
+    from .checkpoint import CheckpointError, atomic_torch_save, model_from_payload, read_checkpoint
     from .provenance import base_record
 
     if args.crops < 1:
         print(f"error: --crops must be >= 1, got {args.crops}", file=sys.stderr)
         return 2
     try:
-        mae, _ = load_checkpoint(args.checkpoint)
         payload = read_checkpoint(args.checkpoint)  # this project's format: rewritten below
+        mae = model_from_payload(payload, args.checkpoint)
     except (CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -139,15 +139,11 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
     `layer`, the checkpoint's recommended one (provenance "hear_layer", set by `bundle
     --hear-layer`) is used, else the last layer. `standardise` (default: whether the
     checkpoint holds embedding statistics) standardises the embeddings with them."""
-    from .embedding_stats import check_stats
-
     path = Path(model_file_path) if model_file_path else default_checkpoint()
     mae, payload = load_checkpoint(path)
     if layer is None:
         layer = payload.get("provenance", {}).get("hear_layer", {}).get("layer", "last")
-    stats = payload.get("embedding_stats")
-    if stats is not None:
-        check_stats(stats, mae.num_layers, mae.config.dim, path)
+    stats = payload.get("embedding_stats")  # checked against the model by load_checkpoint
     if standardise is None:
         standardise = stats is not None
     if standardise not in (True, False):
