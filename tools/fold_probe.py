@@ -4,7 +4,7 @@ For each checkpoint and layer option, the scene embeddings (`get_scene_embedding
 48 kHz) of every clip of every `presplit_kfold` scene task under --tasks-dir are
 standardised and fed to a logistic regression trained on all folds but one and tested
 on that one; the score is the mean test accuracy over the folds. It takes minutes on
-one CPU core where heareval takes about half an hour per model, so it suits comparing training
+one CPU core where heareval takes 15-25 minutes per model, so it suits comparing training
 steps or layers; the scores to publish come from heareval (`make hear`).
 
     python tools/fold_probe.py --tasks-dir ../heldout_tasks runs/default/model.pt runs/random-mini.pt
