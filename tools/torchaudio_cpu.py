@@ -20,35 +20,39 @@ from pathlib import Path
 SUFFIX = ".cuda-only"
 
 
-def import_error() -> str:
-    """What `import torchaudio` prints in a fresh interpreter ("" when it imports)."""
-    run = subprocess.run([sys.executable, "-c", "import torchaudio"], capture_output=True, text=True)
+def import_error(package: str) -> str:
+    """What `import PACKAGE` prints in a fresh interpreter ("" when it imports)."""
+    run = subprocess.run([sys.executable, "-c", f"import {package}"], capture_output=True, text=True)
     return "" if run.returncode == 0 else run.stderr.strip() or f"exit code {run.returncode}"
+
+
+def set_aside_cuda_extensions(package: str, torch_has_cuda: bool) -> int:
+    """Exit status: 0 when PACKAGE imports (after setting its extensions aside if needed)."""
+    error = import_error(package)
+    if not error:
+        print(f"{package} imports as installed; nothing to do")
+        return 0
+    spec = importlib.util.find_spec(package)
+    if torch_has_cuda or spec is None or "cuda" not in error.lower():
+        print(f"{package} does not import, and not for a CUDA-only extension:\n{error}",
+              file=sys.stderr)
+        return 1
+    moved = sorted((Path(spec.origin).parent / "lib").glob("*.so"))
+    for path in moved:
+        path.rename(path.with_name(path.name + SUFFIX))
+    error = import_error(package)
+    if error:
+        print(f"{package} still does not import:\n{error}", file=sys.stderr)
+        return 1
+    print(f"torch has no CUDA: set aside {package}'s CUDA-only extensions "
+          f"({', '.join(p.name for p in moved)}); {package} now imports without them")
+    return 0
 
 
 def main() -> int:
     import torch
 
-    error = import_error()
-    if not error:
-        print("torchaudio imports as installed; nothing to do")
-        return 0
-    spec = importlib.util.find_spec("torchaudio")
-    if torch.version.cuda is not None or spec is None or "cuda" not in error.lower():
-        print(f"torchaudio does not import, and not for a CUDA-only extension:\n{error}",
-              file=sys.stderr)
-        return 1
-    lib_dir = Path(spec.origin).parent / "lib"
-    moved = sorted(lib_dir.glob("*.so"))
-    for path in moved:
-        path.rename(path.with_name(path.name + SUFFIX))
-    error = import_error()
-    if error:
-        print(f"torchaudio still does not import:\n{error}", file=sys.stderr)
-        return 1
-    print(f"torch {torch.__version__} has no CUDA: set aside torchaudio's CUDA-only "
-          f"extensions ({', '.join(p.name for p in moved)}); torchaudio now imports without them")
-    return 0
+    return set_aside_cuda_extensions("torchaudio", torch_has_cuda=torch.version.cuda is not None)
 
 
 if __name__ == "__main__":
