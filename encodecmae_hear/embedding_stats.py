@@ -39,7 +39,7 @@ def measure(mae, crops: list[tuple[torch.Tensor, int]], batch: int = 16) -> dict
     """crops [(wav (N,) at 24 kHz, valid samples)] -> {"mean", "std"}: (layers + 1, D)
     float32, row 0 for the encoder input, row i for layer i, over all valid frames."""
     mae.eval()
-    total = total_sq = None
+    sums = None  # (2, L+1, D): sum and sum of squares over valid frames
     count = 0
     for start in range(0, len(crops), batch):
         part = crops[start:start + batch]
@@ -48,13 +48,13 @@ def measure(mae, crops: list[tuple[torch.Tensor, int]], batch: int = 16) -> dict
         blocks = torch.stack(mae.encode(wav, lengths, with_input=True))  # (L+1, B, T, D)
         padding = mae.padding_mask(lengths, blocks.shape[2], wav.shape[0], wav.device)
         frames = blocks[:, ~padding].double()  # (L+1, valid frames, D)
-        total = frames.sum(1) if total is None else total + frames.sum(1)
-        total_sq = (frames ** 2).sum(1) if total_sq is None else total_sq + (frames ** 2).sum(1)
+        moments = torch.stack([frames.sum(1), (frames ** 2).sum(1)])
+        sums = moments if sums is None else sums + moments
         count += frames.shape[1]
     if count < 2:
         raise ValueError(f"embedding statistics need at least 2 frames, got {count}")
-    mean = total / count
-    std = ((total_sq / count - mean ** 2).clamp_min(0) * count / (count - 1)).sqrt()
+    mean = sums[0] / count
+    std = ((sums[1] / count - mean ** 2).clamp_min(0) * count / (count - 1)).sqrt()
     floor = (STD_FLOOR * std.median(dim=1, keepdim=True).values).clamp_min(1e-8)
     return {"mean": mean.float(), "std": torch.maximum(std, floor).float(), "frames": count}
 
