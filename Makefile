@@ -30,7 +30,7 @@ install: $(STAMP)
 
 # The HEAR 2021 tools pin Python < 3.9 and numpy 1.19.2, which do not build here: they
 # go in unmodified with --no-deps, followed by the dependencies they really use. The
-# .pth file puts the stand-in TensorFlow of encodecmae_hear/hear_compat.py last on sys.path.
+# .pth file puts the stand-in TensorFlow of encodecmae_hear/evaluate/compat.py last on sys.path.
 # tools/torchaudio_cpu.py lets PyPI's CUDA-built torchaudio import beside a CPU torch.
 HEAR_TOOLS := hearvalidator==2021.0.6 heareval==2021.1.3 hearbaseline==2021.1.1
 HEAR_DEPS  := pytorch-lightning torchmetrics torchinfo click intervaltree more-itertools \
@@ -42,13 +42,14 @@ $(STAMP): setup.cfg constraints.txt
 	$(PY) -m pip install -q -c constraints.txt $(HEAR_DEPS)
 	$(PY) -m pip install -q -c constraints.txt --no-deps dcase_util sed_eval
 	$(PY) tools/torchaudio_cpu.py
-	$(PY) -c "import site, encodecmae_hear.hear_compat as c; open(site.getsitepackages()[0] + '/encodecmae_hear_shims.pth', 'w').write(str(c.SHIM_DIR) + chr(10))"
+	$(PY) -c "import site, encodecmae_hear.evaluate.compat as c; open(site.getsitepackages()[0] + '/encodecmae_hear_shims.pth', 'w').write(str(c.SHIM_DIR) + chr(10))"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m encodecmae_hear demo $(if $(MODEL),--model $(MODEL))
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -124,7 +125,7 @@ prove-default: $(STAMP)
 	$(PY) -m encodecmae_hear embedding-stats runs/random-mini.pt --data $(CORPUS)/packed
 	$(MAKE) hear $(PROOF) MODEL=checkpoints/default.pt LABEL=default
 	$(MAKE) hear $(PROOF) MODEL=runs/random-mini.pt LABEL=random-mini OPTIONS='{"layer": "input+concat"}'
-	$(MAKE) hear $(PROOF) MODULE=encodecmae_hear.naive_baseline LABEL=naive
+	$(MAKE) hear $(PROOF) MODULE=encodecmae_hear.evaluate.naive_baseline LABEL=naive
 
 # --- HEAR evaluation (docs/EVALUATE.md). Re-running resumes; FORCE=1 redoes finished steps.
 TASKS_DIR   ?= tasks

@@ -24,9 +24,10 @@ import time
 def run_case(preset: str, frontend: str, seconds: float, device: str, dtype: str) -> dict:
     import torch
 
-    from encodecmae_hear.config import CHUNK_SAMPLES, preset as make_config
     from encodecmae_hear.hear import HearModel, get_timestamp_embeddings
-    from encodecmae_hear.model import EncodecMAE
+    from encodecmae_hear.model.config import CHUNK_SAMPLES
+    from encodecmae_hear.model.config import preset as make_config
+    from encodecmae_hear.model.mae import EncodecMAE
 
     torch.manual_seed(0)
     repeats = 3 if seconds <= 600 else 1

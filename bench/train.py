@@ -23,11 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from encodecmae_hear.config import SAMPLE_RATE, preset  # noqa: E402
-from encodecmae_hear.encodec_weights import build_encodec  # noqa: E402
-from encodecmae_hear.model import EncodecMAE  # noqa: E402
-from encodecmae_hear.objectives import EncodecTargets  # noqa: E402
-from encodecmae_hear.targets import EncodecTokenizer  # noqa: E402
+from encodecmae_hear.model.config import SAMPLE_RATE, preset  # noqa: E402
+from encodecmae_hear.model.encodec import (
+    EncodecTokenizer,  # noqa: E402
+    build_encodec,  # noqa: E402
+)
+from encodecmae_hear.model.mae import EncodecMAE  # noqa: E402
+from encodecmae_hear.train.objectives import EncodecTargets  # noqa: E402
 
 GPU_PEAK_TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "A10": 125, "L4": 121, "L40": 181,
                    "4090": 165, "3090": 71, "V100": 125, "T4": 65}  # dense bf16/fp16
@@ -108,8 +110,8 @@ def bench_preset(name, frontend, batch, steps, device, precision):
 def bench_loader(workers: int, seconds: float) -> float:
     import soundfile as sf
 
-    from encodecmae_hear.data import ManifestSource, make_loader
-    from encodecmae_hear.manifest import describe
+    from encodecmae_hear.train.data import ManifestSource, make_loader
+    from encodecmae_hear.train.manifest import describe
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """EnCodecMAE as a HEAR 2021 module: `load_model`, `get_scene_embeddings`,
 `get_timestamp_embeddings`. Importing the package loads nothing and touches no device."""
-from .hear import get_scene_embeddings, get_timestamp_embeddings, load_model
+from encodecmae_hear.hear import get_scene_embeddings, get_timestamp_embeddings, load_model
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings"]
 __version__ = "0.1.0"

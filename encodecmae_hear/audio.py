@@ -1,6 +1,7 @@
-"""Input checks and streaming resampling to 24 kHz in 4 s chunks.
+"""Audio in: HEAR input checks, the one resampler, and streaming 4 s windows at 24 kHz.
 
-`Chunker` cuts a sound into the model's 4 s windows at 24 kHz, resampling each window
+`resample` is torchaudio's sinc resampler with its kernels cached per rate pair; every
+part of the project that changes a sample rate calls it. `Chunker` cuts a sound into the model's 4 s windows at 24 kHz, resampling each window
 from a slice of the input with enough context on both sides that the result equals
 resampling the whole sound at once (torchaudio's sinc resampler), while memory stays
 bounded by one window whatever the length of the sound.
@@ -10,10 +11,11 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
+import numpy as np
 import torch
 import torchaudio
 
-from .config import CHUNK_SAMPLES, FRAME_RATE, HOP_LENGTH, SAMPLE_RATE
+from encodecmae_hear.model.config import CHUNK_SAMPLES, FRAME_RATE, HOP_LENGTH, SAMPLE_RATE
 
 HEAR_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
 MAX_ABS_AMPLITUDE = 2.0  # beyond this the input is not [-1, 1] audio (e.g. int16 scale)
@@ -60,25 +62,43 @@ def num_frames(num_samples: int, sample_rate: int) -> int:
     return (2 * num_samples * round(FRAME_RATE) + sample_rate) // (2 * sample_rate)
 
 
+_RESAMPLERS: dict[tuple[int, int, str], torchaudio.transforms.Resample] = {}
+
+
+def resampler(orig: int, new: int, device="cpu") -> torchaudio.transforms.Resample:
+    """torchaudio's Resample for orig -> new Hz on `device`, built once per process."""
+    key = (int(orig), int(new), str(torch.device(device)))
+    if key not in _RESAMPLERS:
+        _RESAMPLERS[key] = torchaudio.transforms.Resample(int(orig), int(new)).to(device)
+    return _RESAMPLERS[key]
+
+
+def resample(wave, orig: int, new: int):
+    """wave (..., n) at `orig` Hz -> float32 at `new` Hz; a numpy array in gives one out."""
+    as_numpy = isinstance(wave, np.ndarray)
+    tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)) if as_numpy else wave.float()
+    if orig != new:
+        tensor = resampler(orig, new, tensor.device)(tensor)
+    return tensor.numpy() if as_numpy else tensor
+
+
 def resampled_length(num_samples: int, sample_rate: int) -> int:
     g = math.gcd(sample_rate, SAMPLE_RATE)
     return math.ceil(num_samples * (SAMPLE_RATE // g) / (sample_rate // g))
 
 
-class Chunker(torch.nn.Module):
+class Chunker:
     """Turns one sound at `sample_rate` into 4 s chunks at 24 kHz (the last zero-padded)."""
 
     def __init__(self, sample_rate: int):
-        super().__init__()
         if sample_rate not in HEAR_SAMPLE_RATES:
             raise ValueError(f"sample_rate must be one of the HEAR rates {HEAR_SAMPLE_RATES}, "
                              f"got {sample_rate}")
         self.sample_rate = sample_rate
         g = math.gcd(sample_rate, SAMPLE_RATE)
         self.orig, self.new = sample_rate // g, SAMPLE_RATE // g
-        self.resample = torchaudio.transforms.Resample(sample_rate, SAMPLE_RATE)
         # Context on each side, whole resampler periods, wider than the sinc kernel.
-        self.margin = (self.resample.width // self.orig + 2) * self.orig
+        self.margin = (resampler(sample_rate, SAMPLE_RATE).width // self.orig + 2) * self.orig
 
     def chunks(self, sound: torch.Tensor) -> Iterator[tuple[torch.Tensor, int]]:
         """sound (n_samples,) -> yields (chunk (96000,), valid samples in the chunk)."""
@@ -89,7 +109,7 @@ class Chunker(torch.nn.Module):
             in_start = out_start * self.orig // self.new  # exact: 96000 is a multiple of `new`
             in_end = math.ceil(out_end * self.orig / self.new)
             lo, hi = max(0, in_start - self.margin), min(n_in, in_end + self.margin)
-            piece = self.resample(sound[lo:hi]) if self.orig != self.new else sound[lo:hi]
+            piece = resample(sound[lo:hi], self.sample_rate, SAMPLE_RATE)
             offset = (in_start - lo) * self.new // self.orig
             chunk = piece[offset: offset + out_end - out_start]
             valid = chunk.shape[0]

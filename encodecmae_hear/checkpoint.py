@@ -1,4 +1,6 @@
-"""Checkpoint format (version 2): one `torch.save`d dict, loaded with `weights_only=True`.
+"""The one door for checkpoints: the file format, where files are found, and loading.
+
+Format (version 2): one `torch.save`d dict, loaded with `weights_only=True`.
 
     format      "encodecmae_hear"
     version     2 (version 1 files, which lack embedding_stats, are still read)
@@ -8,10 +10,14 @@
     provenance  JSON-like dict: what it was trained on, steps, targets, commit, notes
     training    dict for resuming (optimizer, step, RNG ...), or {} for release files
     embedding_stats  None, or {"mean", "std"}: (layers + 1, D) per-channel statistics of
-                the encoder input and each layer on pretraining audio (embedding_stats.py)
+                the encoder input and each layer on pretraining audio
+                (train/embedding_stats.py), checked against the model when it is built
 
-Files are written atomically (temporary file in the same folder, then rename), so a
-crash during a save leaves the previous file intact.
+Where files are found (`resolve_checkpoint`): "" is the bundled default model
+($ENCODECMAE_DEFAULT_CHECKPOINT, else checkpoints/default.pt of the source tree); an
+existing path is itself; a bare name (e.g. "mel256-ec-base_st") is looked up as NAME or
+NAME.pt in $ENCODECMAE_CHECKPOINT_DIR (default ~/.cache/encodecmae_hear/checkpoints).
+Official EnCodecMAE files are converted in memory (official/convert.py).
 """
 from __future__ import annotations
 
@@ -21,20 +27,30 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
+from encodecmae_hear import files
+from encodecmae_hear.errors import UserError
+from encodecmae_hear.model.config import ModelConfig
+from encodecmae_hear.model.encodec import build_tokenizer
+from encodecmae_hear.model.mae import EncodecMAE
+from encodecmae_hear.official.convert import Converted, OfficialCheckpointError, read_official
+from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 
 FORMAT = "encodecmae_hear"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
 KEYS = {"format", "version", "config", "model", "tokenizer", "provenance", "training", "embedding_stats"}
 
+DEFAULT_CHECKPOINT_ENV = "ENCODECMAE_DEFAULT_CHECKPOINT"
+CHECKPOINT_DIR_ENV = "ENCODECMAE_CHECKPOINT_DIR"
+DEFAULT_CHECKPOINT_DIR = Path.home() / ".cache" / "encodecmae_hear" / "checkpoints"
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError, ValueError):
     """A file that is not a usable checkpoint of this project; the message says why."""
 
 
 class OfficialFormat(CheckpointError):
-    """An official EnCodecMAE file (see official.py); `load_checkpoint` converts it."""
+    """An official EnCodecMAE file; `load_checkpoint` converts it."""
 
     def __init__(self, path, content: dict):
         super().__init__(f"{path}: this is an official EnCodecMAE checkpoint, not this "
@@ -43,19 +59,13 @@ class OfficialFormat(CheckpointError):
         self.content = content
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def make_payload(config: ModelConfig, model_state: dict, *, tokenizer: dict | None = None,
+                 provenance: dict | None = None, training: dict | None = None,
+                 embedding_stats: dict | None = None) -> dict:
+    """The dict a checkpoint file holds; the one place that lays it out."""
+    return {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "model": model_state,
+            "tokenizer": tokenizer, "provenance": dict(provenance or {}),
+            "training": dict(training or {}), "embedding_stats": embedding_stats}
 
 
 def _to_half(state: dict) -> dict:
@@ -74,18 +84,22 @@ def _to_half(state: dict) -> dict:
 def save_checkpoint(path, model, *, tokenizer=None, provenance: dict | None = None,
                     training: dict | None = None, half: bool = False,
                     embedding_stats: dict | None = None) -> None:
+    """Writes `model` (an EncodecMAE) atomically; `half` stores float16 weights."""
     state = model.state_dict()
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": model.config.to_dict(),
-        "model": _to_half(state) if half else state,
-        "tokenizer": tokenizer.state_dict() if tokenizer is not None else None,
-        "provenance": dict(provenance or {}),
-        "training": dict(training or {}),
-        "embedding_stats": embedding_stats,
-    }
-    atomic_torch_save(payload, path)
+    files.torch_save(make_payload(
+        model.config, _to_half(state) if half else state,
+        tokenizer=tokenizer.state_dict() if tokenizer is not None else None,
+        provenance=provenance, training=training, embedding_stats=embedding_stats), path)
+
+
+def write_payload(payload: dict, path) -> None:
+    """Writes a payload read (and changed) by `read_checkpoint`, atomically."""
+    files.torch_save(payload, path)
+
+
+def payload_of(converted: Converted) -> dict:
+    return make_payload(converted.config, converted.state, tokenizer=converted.tokenizer,
+                        provenance=converted.provenance)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -121,9 +135,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
-def model_from_payload(payload: dict, path="checkpoint"):
-    from .model import EncodecMAE
+def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> None:
+    """Embedding statistics must be finite (layers + 1, D) means and positive stds."""
+    expected = (num_layers + 1, dim)
+    if not isinstance(stats, dict):
+        raise CheckpointError(f"{path}: embedding_stats should be a dict with 'mean' and 'std', "
+                              f"got {type(stats).__name__}")
+    for key in ("mean", "std"):
+        value = stats.get(key)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
+            found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: embedding_stats[{key!r}] should be a tensor of shape "
+                                  f"{expected} (encoder input + {num_layers} layers, D {dim}), got {found}")
+    finite = bool(torch.isfinite(stats["mean"]).all()) and bool(torch.isfinite(stats["std"]).all())
+    if not finite or not bool((stats["std"] > 0).all()):
+        raise CheckpointError(f"{path}: embedding_stats hold a non-finite value or a non-positive std")
 
+
+def model_from_payload(payload: dict, path="checkpoint") -> EncodecMAE:
+    """The model a payload describes, float32, in eval mode, weights matched strictly."""
     try:
         config = ModelConfig.from_dict(payload["config"])
     except (TypeError, ValueError) as err:
@@ -135,14 +165,11 @@ def model_from_payload(payload: dict, path="checkpoint"):
         raise CheckpointError(f"{path}: weights do not match the stored config: "
                               f"{_one_line(err)}") from None
     if payload.get("embedding_stats") is not None:
-        from .embedding_stats import check_stats
         check_stats(payload["embedding_stats"], model.num_layers, config.dim, path)
     return model.float().eval()
 
 
 def tokenizer_from_payload(payload: dict, path="checkpoint"):
-    from .targets import build_tokenizer
-
     if payload.get("tokenizer") is None:
         return None
     tokenizer = build_tokenizer()
@@ -158,17 +185,51 @@ def _one_line(err: Exception, limit: int = 600) -> str:
     return " ".join(str(err).split())[:limit]
 
 
-def load_checkpoint(path: str | os.PathLike):
-    """-> (EncodecMAE in eval mode on CPU, float32; the payload dict). Also takes official
-    EnCodecMAE files (converted in memory) and checkpoint names (official.py)."""
-    from .official import OfficialCheckpointError, read_official, resolve_checkpoint
+def default_checkpoint() -> Path:
+    """The bundled model: $ENCODECMAE_DEFAULT_CHECKPOINT, else checkpoints/default.pt."""
+    override = os.environ.get(DEFAULT_CHECKPOINT_ENV, "").strip()
+    return Path(override) if override else BUNDLED_CHECKPOINT
 
-    path = resolve_checkpoint(path)
+
+def checkpoint_dir() -> Path:
+    value = os.environ.get(CHECKPOINT_DIR_ENV, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_CHECKPOINT_DIR
+
+
+def resolve_checkpoint(name_or_path="") -> Path:
+    """"" -> the bundled default; an existing path -> itself; a bare name -> NAME or NAME.pt
+    found at any depth in $ENCODECMAE_CHECKPOINT_DIR. Anything else is returned as a path
+    (reading it then says that it is missing)."""
+    if not str(name_or_path):
+        return default_checkpoint()
+    path = Path(name_or_path)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    root = checkpoint_dir()
+    for pattern in (path.name, f"{path.name}.pt"):
+        hits = sorted(root.rglob(pattern)) if root.is_dir() else []
+        if hits:
+            return hits[0]
+    found = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.pt")) if root.is_dir() else []
+    raise FileNotFoundError(
+        f"no checkpoint file or name {str(name_or_path)!r}: looked for {path.name}[.pt] in {root} "
+        f"(set ${CHECKPOINT_DIR_ENV}); names found there: {found or 'none'}")
+
+
+def read_any(name_or_path="") -> tuple[Path, dict]:
+    """-> (resolved path, payload) for this project's files and official ones alike."""
+    path = resolve_checkpoint(name_or_path)
     try:
-        payload = read_checkpoint(path)
+        return path, read_checkpoint(path)
     except OfficialFormat as official:
         try:
-            payload = read_official(path, official.content)
+            return path, payload_of(read_official(path, official.content))
         except OfficialCheckpointError as err:
             raise CheckpointError(str(err)) from None
+
+
+def load_checkpoint(name_or_path="") -> tuple[EncodecMAE, dict]:
+    """-> (EncodecMAE in eval mode on CPU, float32; the payload dict) for a path, a name,
+    an official file or "" (the bundled default)."""
+    path, payload = read_any(name_or_path)
     return model_from_payload(payload, path), payload

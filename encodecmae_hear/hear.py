@@ -12,27 +12,14 @@ standardised channel by channel before the layer option picks or joins them.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from .audio import Chunker, check_audio, num_frames
-from .checkpoint import load_checkpoint
-from .config import FRAME_RATE, HOP_LENGTH
+from encodecmae_hear.audio import Chunker, check_audio, num_frames
+from encodecmae_hear.checkpoint import load_checkpoint
+from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
 
-DEFAULT_CHECKPOINT_ENV = "ENCODECMAE_DEFAULT_CHECKPOINT"
 LAYER_CHOICES = ("last", "mean", "concat", "input+concat")
-
-
-def default_checkpoint() -> Path:
-    """The bundled model: $ENCODECMAE_DEFAULT_CHECKPOINT, else checkpoints/default.pt
-    beside the package in a source checkout."""
-    override = os.environ.get(DEFAULT_CHECKPOINT_ENV, "").strip()
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
 
 
 class HearModel(nn.Module):
@@ -57,6 +44,7 @@ class HearModel(nn.Module):
         width = mae.config.dim * blocks
         self.scene_embedding_size = width
         self.timestamp_embedding_size = width
+        self.provenance: dict = {}  # what the checkpoint says of itself (load_model fills it)
         self.eval()
 
     @property
@@ -139,8 +127,7 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
     `layer`, the checkpoint's recommended one (provenance "hear_layer", set by `bundle
     --hear-layer`) is used, else the last layer. `standardise` (default: whether the
     checkpoint holds embedding statistics) standardises the embeddings with them."""
-    path = Path(model_file_path) if model_file_path else default_checkpoint()
-    mae, payload = load_checkpoint(path)
+    mae, payload = load_checkpoint(model_file_path)
     if layer is None:
         layer = payload.get("provenance", {}).get("hear_layer", {}).get("layer", "last")
     stats = payload.get("embedding_stats")  # checked against the model by load_checkpoint
@@ -149,10 +136,13 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
     if standardise not in (True, False):
         raise ValueError(f"standardise must be true or false, got {standardise!r}")
     if standardise and stats is None:
-        raise ValueError(f"{path} holds no embedding statistics to standardise with; add them "
-                         f"with `python -m encodecmae_hear embedding-stats {path} --data CORPUS`")
-    return HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size,
-                     embedding_stats=stats if standardise else None)
+        name = model_file_path or "the bundled checkpoint"
+        raise ValueError(f"{name} holds no embedding statistics to standardise with; add them "
+                         f"with `python -m encodecmae_hear embedding-stats CHECKPOINT --data CORPUS`")
+    model = HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size,
+                      embedding_stats=stats if standardise else None)
+    model.provenance = payload["provenance"]
+    return model
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):

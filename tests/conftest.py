@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from encodecmae_hear.checkpoint import save_checkpoint
-from encodecmae_hear.config import preset
-from encodecmae_hear.model import EncodecMAE
+from encodecmae_hear.model.config import preset
+from encodecmae_hear.model.mae import EncodecMAE
 
 
 def tone_mix(seconds: float, sample_rate: int, seed: int = 0, n: int = 1) -> torch.Tensor:

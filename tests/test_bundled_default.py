@@ -7,7 +7,7 @@ import torch
 
 from encodecmae_hear.checkpoint import read_checkpoint
 from encodecmae_hear.hear import get_scene_embeddings, load_model
-from encodecmae_hear.model import EncodecMAE
+from encodecmae_hear.model.mae import EncodecMAE
 
 BUNDLED = Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
 CARD = BUNDLED.with_name("README.md")

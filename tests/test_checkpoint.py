@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from encodecmae_hear import load_model
-from encodecmae_hear.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint,
-                                        save_checkpoint)
+from encodecmae_hear.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from tests.conftest import tone_mix
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from encodecmae_hear import corpus, corpus_report, corpus_sources as cs, midi
+from encodecmae_hear.corpus import build as corpus
+from encodecmae_hear.corpus import midi, pack, record
+from encodecmae_hear.corpus import sources as cs
 
 DEP5 = """Format: machine-readable copyright 1.0
 Files: *
@@ -103,19 +105,19 @@ def test_convert_manifest_record_resume(tree):
     assert again == rows
     assert mtimes == {r["path"]: (out / r["path"]).stat().st_mtime_ns for r in rows}
 
-    corpus_report.write_manifests(rows, out)
+    record.write_manifests(rows, out)
     listed = [json.loads(line) for line in open(out / "manifest.jsonl")]
     assert [r["path"] for r in listed] == [r["path"] for r in rows]
     assert all(not r["path"].startswith("/") for r in listed)
     train = [json.loads(line) for line in open(out / "pretrain.jsonl")]
     assert all(r["split"] == "train" and os.path.isabs(r["path"]) for r in train)
-    corpus_report.write_record(rows, records, out, out / "rec" / "CORPUS.md", 12.0)
+    record.write_record(rows, records, out, out / "rec" / "CORPUS.md", 12.0)
     text = (out / "rec" / "CORPUS.md").read_text()
     assert "| game-data | 2.5-3 | CC-BY-SA-3.0, GPL-2+ | pretrain |" in text
     assert "| voices-data | 0.1 | GPL-3 | heldout |" in text
     assert (out / "CORPUS.md").read_text() == text
 
-    shards = corpus_report.pack(rows, out, level=0.95, n_shards=2)
+    shards = pack.pack(rows, out, level=0.95, n_shards=2)
     names = [n for s in shards for n in tarfile.open(s).getnames()]
     assert sum(n.endswith(".ogg") for n in names) == sum(r["split"] == "train" for r in rows)
     assert sum(n.endswith(".json") for n in names) == sum(n.endswith(".ogg") for n in names)
@@ -151,8 +153,8 @@ def test_pack_selection_budget_and_balance():
     rows = [{"path": f"audio/{c}/{i}.ogg", "duration": 60.0 * (1 + i % 3), "category": c,
              "split": "valid" if i % 10 == 0 else "train"}
             for c, n in (("speech", 200), ("music", 200), ("environment", 30)) for i in range(n)]
-    chosen = corpus_report.pack_selection(rows, hours=3.0)
-    assert chosen == corpus_report.pack_selection(list(reversed(rows)), hours=3.0)
+    chosen = pack.pack_selection(rows, hours=3.0)
+    assert chosen == pack.pack_selection(list(reversed(rows)), hours=3.0)
     hours = {c: sum(r["duration"] for r in chosen if r["category"] == c) / 3600 for c in cs.CATEGORIES}
     assert all(r["split"] == "train" for r in chosen)
     assert sum(hours.values()) <= 3.0 and hours["environment"] <= 1.0

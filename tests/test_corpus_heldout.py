@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from encodecmae_hear import heldout_tasks as ht
-from encodecmae_hear.hear_suites import load_suite, load_task
+from encodecmae_hear.corpus import heldout_tasks as ht
+from encodecmae_hear.evaluate.suites import load_suite, load_task
 
 SR = 24000
 

@@ -6,8 +6,8 @@ import soundfile as sf
 import torch
 
 from encodecmae_hear.cli import main
-from encodecmae_hear.data import EpochBatchSampler, ManifestSource, ShardSource, make_loader
-from encodecmae_hear.manifest import read_manifest, write_shards
+from encodecmae_hear.train.data import EpochBatchSampler, ManifestSource, ShardSource, make_loader
+from encodecmae_hear.train.manifest import read_manifest, write_shards
 from tests.train_helpers import tones, write_corpus, write_manifest
 
 

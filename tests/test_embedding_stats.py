@@ -4,8 +4,8 @@ import torch
 
 from encodecmae_hear.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from encodecmae_hear.cli import main
-from encodecmae_hear.embedding_stats import measure
 from encodecmae_hear.hear import HearModel, get_timestamp_embeddings, load_model
+from encodecmae_hear.train.embedding_stats import measure
 from tests.conftest import tone_mix
 from tests.train_helpers import write_corpus, write_manifest
 

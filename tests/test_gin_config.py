@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from encodecmae_hear.gin_config import GinConfig, GinError, Macro, Ref, parse_value
+from encodecmae_hear.official.gin import GinConfig, GinError, Macro, Ref, parse_value
 
 CONFIG_STR = """\
 # Macros:

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from encodecmae_hear import cli, hear_runner, synthetic_tasks
+from encodecmae_hear import cli
+from encodecmae_hear.evaluate import runner as hear_runner
+from encodecmae_hear.evaluate import synthetic_tasks
 
 SCENE_CHANCE = 1 / len(synthetic_tasks.SCENE_CLASSES)
 

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from encodecmae_hear import cli, hear_compat, hear_runner, synthetic_tasks
+from encodecmae_hear import cli
+from encodecmae_hear.evaluate import compat as hear_compat
+from encodecmae_hear.evaluate import runner as hear_runner
+from encodecmae_hear.evaluate import synthetic_tasks
 
 TESTS = Path(__file__).resolve().parent
 

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from encodecmae_hear import hear_suites
-from encodecmae_hear.hear_suites import TaskConfig, load_suite, load_task, resolve
+from encodecmae_hear.evaluate import suites as hear_suites
+from encodecmae_hear.evaluate.suites import TaskConfig, load_suite, load_task, resolve
 
 # Folder names of the HEAR 2021 release (hear-preprocess: <task_name>-<version>-<mode>)
 # with the first entry of each task's "evaluation" list.

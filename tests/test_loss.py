@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from encodecmae_hear.config import CODEBOOK_WEIGHTS
-from encodecmae_hear.loss import mae_loss
+from encodecmae_hear.model.config import CODEBOOK_WEIGHTS
+from encodecmae_hear.train.objectives import mae_loss
 
 
 def _setup(frames=10, streams=8, vocab=16):

@@ -4,12 +4,11 @@ import math
 import pytest
 import torch
 
-from encodecmae_hear.config import CODEBOOK_WEIGHTS, ModelConfig, preset
-from encodecmae_hear.frontend import EncodecFrontend, MelFrontend
-from encodecmae_hear.masking import span_mask
-from encodecmae_hear.model import EncodecMAE
-from encodecmae_hear.params import breakdown, count_parameters, encoder_paper_count
-from encodecmae_hear.transformer import MultiHeadAttention, SinusoidalPositions, TransformerStack
+from encodecmae_hear.model.config import CODEBOOK_WEIGHTS, ModelConfig, preset
+from encodecmae_hear.model.frontend import EncodecFrontend, MelFrontend
+from encodecmae_hear.model.mae import EncodecMAE, span_mask
+from encodecmae_hear.model.params import breakdown, count_parameters, encoder_paper_count
+from encodecmae_hear.model.transformer import MultiHeadAttention, SinusoidalPositions, TransformerStack
 
 
 def test_paper_sizes_follow_from_the_counting_rule():

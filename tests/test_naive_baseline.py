@@ -1,11 +1,11 @@
-"""`encodecmae_hear.naive_baseline`: hearbaseline.naive, unchanged, on 48 kHz task folders."""
+"""`encodecmae_hear.evaluate.naive_baseline`: hearbaseline.naive, unchanged, on 48 kHz task folders."""
 import math
 import subprocess
 
 import pytest
 import torch
 
-from encodecmae_hear import naive_baseline
+from encodecmae_hear.evaluate import naive_baseline
 from tests.test_validator import validator_exe
 
 
@@ -48,7 +48,7 @@ def test_bad_audio_is_refused(model, bad):
 
 
 def test_hear_validator_accepts_the_adapter():
-    result = subprocess.run([validator_exe(), "encodecmae_hear.naive_baseline", "--device", "cpu"],
+    result = subprocess.run([validator_exe(), "encodecmae_hear.evaluate.naive_baseline", "--device", "cpu"],
                             capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "Looks good!" in output, output[-3000:]

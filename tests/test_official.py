@@ -17,11 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from encodecmae_hear.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint,
-                                        tokenizer_from_payload)
-from encodecmae_hear.encodec_weights import build_encodec
+from encodecmae_hear.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    tokenizer_from_payload,
+)
 from encodecmae_hear.hear import HearModel, get_timestamp_embeddings, load_model
-from encodecmae_hear.reference import reference_features
+from encodecmae_hear.model.encodec import build_encodec
+from encodecmae_hear.official.reference import reference_features
 from tools.make_official_fixtures import sha256_of  # the hash the fixtures were made with
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"

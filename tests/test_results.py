@@ -7,9 +7,12 @@ import struct
 
 import pytest
 
-from encodecmae_hear import hear_table, results, results_report
-from encodecmae_hear.hear_suites import load_suite
-from encodecmae_hear.results import OVERALL, Best, collect, read_scores, summarise
+from encodecmae_hear.cli import main
+from encodecmae_hear.evaluate import report as results_report
+from encodecmae_hear.evaluate import results
+from encodecmae_hear.evaluate import table as hear_table
+from encodecmae_hear.evaluate.results import OVERALL, Best, collect, read_scores, summarise
+from encodecmae_hear.evaluate.suites import load_suite
 
 HPARAMS = {"batch_size": 1024, "check_val_every_n_epoch": 3, "dropout": 0.1,
            "hidden_dim": 1024, "hidden_layers": 1, "lr": 0.001, "max_epochs": 500,
@@ -280,8 +283,8 @@ def test_hear_table_command(two_models, tmp_path, capsys):
     printed = capsys.readouterr()
     assert "| ESC-50 |" in printed.out and "no results for 15 task(s)" in printed.err
     assert png_size(out / "results.png")[1] == 450
-    assert hear_table.run(parser.parse_args(["--runs", str(tmp_path / "empty_or_none")])) == 2
-    assert hear_table.run(parser.parse_args(["--runs", str(run_a), "--suite", "nope"])) == 2
+    assert main(["hear-table", "--runs", str(tmp_path / "empty_or_none")]) == 2
+    assert main(["hear-table", "--runs", str(run_a), "--suite", "nope"]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert hear_table.run(parser.parse_args(["--runs", str(tmp_path / "empty")])) == 1

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from encodecmae_hear import hear_suites, synthetic_tasks
-
 from heareval.score import available_scores  # noqa: E402
+
+from encodecmae_hear.evaluate import suites as hear_suites
+from encodecmae_hear.evaluate import synthetic_tasks
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from encodecmae_hear.encodec_weights import build_encodec
-from encodecmae_hear.targets import EncodecTokenizer, build_tokenizer
+from encodecmae_hear.model.encodec import EncodecTokenizer, build_encodec, build_tokenizer
 from tests.conftest import tone_mix
 
 

@@ -8,18 +8,22 @@ import time
 import torch
 
 from encodecmae_hear.checkpoint import save_checkpoint
-from encodecmae_hear.config import preset
-from encodecmae_hear.model import EncodecMAE
-from encodecmae_hear.training_state import (checkpoint_path, latest_checkpoint, list_checkpoints,
-                                            prune_checkpoints)
+from encodecmae_hear.model.config import preset
+from encodecmae_hear.model.mae import EncodecMAE
+from encodecmae_hear.train.state import (
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+)
 from tests.train_helpers import ROOT
 
 _SAVER = """
 import sys, torch
 from encodecmae_hear.checkpoint import save_checkpoint
-from encodecmae_hear.config import preset
-from encodecmae_hear.model import EncodecMAE
-from encodecmae_hear.training_state import checkpoint_path
+from encodecmae_hear.model.config import preset
+from encodecmae_hear.model.mae import EncodecMAE
+from encodecmae_hear.train.state import checkpoint_path
 run = sys.argv[1]
 model = EncodecMAE(preset("tiny"))
 save_checkpoint(checkpoint_path(run, 1), model, training={"step": 1})

@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from encodecmae_hear.config import preset
-from encodecmae_hear.data import ManifestSource
-from encodecmae_hear.model import EncodecMAE
-from encodecmae_hear.objectives import KMeansTargets, assign
-from encodecmae_hear.train import NonFiniteLoss, TrainConfig, lr_at, train
-from encodecmae_hear.training_state import rng_state, set_rng_state
-from tests.train_helpers import one_thread  # noqa: F401 (autouse fixture)
-from tests.train_helpers import metrics, write_corpus, write_manifest
-
-
+from encodecmae_hear.model.config import preset
+from encodecmae_hear.model.mae import EncodecMAE
+from encodecmae_hear.train.data import ManifestSource
+from encodecmae_hear.train.loop import NonFiniteLoss, TrainConfig, lr_at, train
+from encodecmae_hear.train.objectives import KMeansTargets, assign
+from encodecmae_hear.train.state import rng_state, set_rng_state
+from tests.train_helpers import (
+    metrics,
+    one_thread,  # noqa: F401 (autouse fixture)
+    write_corpus,
+    write_manifest,
+)
 
 
 @pytest.fixture
@@ -102,8 +104,8 @@ def test_assign_picks_the_nearest_centroid():
 
 
 def test_tar_shards_train_through_the_same_loop(tmp_path, fixed_batch_source):
-    from encodecmae_hear.data import ShardSource
-    from encodecmae_hear.manifest import read_manifest, write_shards
+    from encodecmae_hear.train.data import ShardSource
+    from encodecmae_hear.train.manifest import read_manifest, write_shards
 
     write_shards(read_manifest(tmp_path / "m.jsonl"), tmp_path / "shards", per_shard=1)
     source = ShardSource(tmp_path / "shards", crop_seconds=1.0)
@@ -115,9 +117,8 @@ def test_tar_shards_train_through_the_same_loop(tmp_path, fixed_batch_source):
 
 
 def test_encodec_frontend_targets_reuse_the_frontend_latents():
-    from encodecmae_hear.encodec_weights import build_encodec
-    from encodecmae_hear.objectives import EncodecTargets
-    from encodecmae_hear.targets import EncodecTokenizer
+    from encodecmae_hear.model.encodec import EncodecTokenizer, build_encodec
+    from encodecmae_hear.train.objectives import EncodecTargets
     from tests.conftest import tone_mix
 
     encodec = build_encodec()
@@ -136,7 +137,7 @@ def test_encodec_frontend_targets_reuse_the_frontend_latents():
 
 
 def test_resumed_metrics_drop_redone_steps_and_cut_lines(tmp_path):
-    from encodecmae_hear.train import MetricsLog
+    from encodecmae_hear.train.loop import MetricsLog
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"ste')
     log = MetricsLog(tmp_path, resume_step=2, enabled=True)
@@ -146,7 +147,7 @@ def test_resumed_metrics_drop_redone_steps_and_cut_lines(tmp_path):
 
 
 def test_frontend_features_are_the_models_own_mel_frames(fixed_batch_source):
-    from encodecmae_hear.objectives import FrontendFeatures
+    from encodecmae_hear.train.objectives import FrontendFeatures
     config = preset("tiny", "mel256")
     wav = torch.stack([fixed_batch_source[(0, i)][0] for i in range(2)])
     lengths = torch.tensor([24000, 12000])

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from encodecmae_hear.hear import default_checkpoint
+from encodecmae_hear.checkpoint import default_checkpoint
 
 
 def validator_exe() -> str:

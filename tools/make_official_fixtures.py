@@ -21,7 +21,7 @@ REF_SOURCE_DIR and drives it through its public functions:
 
 No network: EnCodec's `encodec_model_24khz(pretrained=True)` is patched to build the
 untrained model under torch.manual_seed(ENCODEC_SEED), which is exactly what
-`encodecmae_hear.encodec_weights.build_encodec(seed=ENCODEC_SEED)` builds. To keep the
+`encodecmae_hear.model.encodec.build_encodec(seed=ENCODEC_SEED)` builds. To keep the
 committed files small, the EnCodec tensors (`wav_encoder.encoder.*`,
 `target_encoder.*`) are removed from the stored checkpoints; the manifest records
 their names, shapes and a sha256, and the tests put them back from build_encodec
@@ -115,8 +115,8 @@ def perturb(model: torch.nn.Module) -> None:
 
 
 def build_official(ref: Path, features: str, st: bool, macros: dict, ff_dim) -> dict:
-    import gin
     import encodecmae.hub as hub
+    import gin
     from ginpipe.core import gin_configure_externals
 
     imports = (ref / "encodecmae" / "configs" / "imports").read_text()
@@ -192,8 +192,8 @@ def make_v1(ref: Path, out: Path) -> dict:
     """The v1 layout (tag v.1.0.0): a Lightning-style checkpoint `model.pt` with its
     `config.gin` and `imports` beside it, as its hub published them, loaded and run by
     the v1 code's own hub loader. EnCodec input only (v1 had no mel models)."""
-    import gin
     import encodecmae.hub as hub
+    import gin
     from ginpipe.core import gin_configure_externals
 
     folder = out / "v1_ec"

@@ -1,0 +1,78 @@
+"""Audio frontends: 24 kHz waveform (B, N) -> frame features (B, T, F) at ~75 frames/s.
+
+* `EncodecFrontend` ("encodec"): the frozen EnCodec 24 kHz encoder, 128-d latents,
+  T = ceil(N / 320).
+* `MelFrontend` ("mel256"): Kaldi-compatible 256-bin log-mel fbank, 26.56 ms windows
+  every 13.28 ms (637 / 318 samples), normalised as (x + 6.12) / 4.82,
+  T = 1 + (N - 637) // 318.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torchaudio.compliance.kaldi import fbank
+
+from encodecmae_hear.model.config import HOP_LENGTH, SAMPLE_RATE
+from encodecmae_hear.model.encodec import build_encodec
+
+MEL_BINS = 256
+MEL_FRAME_MS, MEL_SHIFT_MS = 26.56, 13.28   # the paper's constants
+MEL_WINDOW = 637   # int(26.56 ms * 24 kHz), as Kaldi rounds it
+MEL_SHIFT = 318    # int(13.28 ms * 24 kHz)
+MEL_MEAN, MEL_STD = -6.12, 4.82
+
+
+class EncodecFrontend(nn.Module):
+    out_dim = 128
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen: never in training mode
+        return self
+
+    @staticmethod
+    def num_frames(num_samples: int) -> int:
+        return math.ceil(num_samples / HOP_LENGTH)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, T, 128)
+        # fp32 even under autocast: the latents double as the tokenizer's input
+        with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
+            latent = self.encoder(wav[:, None, :].float())  # (B, 128, T)
+        return latent.transpose(1, 2)
+
+
+class MelFrontend(nn.Module):
+    out_dim = MEL_BINS
+
+    @staticmethod
+    def num_frames(num_samples: int) -> int:
+        return 0 if num_samples < MEL_WINDOW else 1 + (num_samples - MEL_WINDOW) // MEL_SHIFT
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, T, 256)
+        if wav.shape[-1] < MEL_WINDOW:
+            raise ValueError(f"mel frontend needs at least {MEL_WINDOW} samples at 24 kHz, "
+                             f"got {wav.shape[-1]}")
+        with torch.no_grad():
+            mels = [fbank(w[None].float(), sample_frequency=SAMPLE_RATE, num_mel_bins=MEL_BINS,
+                          frame_length=MEL_FRAME_MS, frame_shift=MEL_SHIFT_MS,
+                          window_type="hanning", low_freq=20.0, high_freq=0.0, htk_compat=True,
+                          use_energy=False, dither=0.0)
+                    for w in wav]
+        return (torch.stack(mels) - MEL_MEAN) / MEL_STD
+
+
+def build_frontend(kind: str, encodec_model=None) -> nn.Module:
+    if kind == "mel256":
+        return MelFrontend()
+    if kind == "encodec":
+        if encodec_model is None:
+            encodec_model = build_encodec()
+        return EncodecFrontend(encodec_model.encoder)
+    raise ValueError(f"unknown frontend {kind!r}")

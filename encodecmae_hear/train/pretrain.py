@@ -1,0 +1,144 @@
+"""`pretrain`: EnCodecMAE pretraining (SPEC section 3) with EnCodec RVQ codes as targets.
+
+    python -m encodecmae_hear pretrain --data corpus.jsonl --out runs/base --preset base
+    torchrun --nproc_per_node=2 -m encodecmae_hear pretrain --data ... --out ...
+
+Targets come from the official EnCodec 24 kHz weights when given (--encodec-weights or
+$ENCODECMAE_ENCODEC_WEIGHTS; provenance targets = "encodec-official"). Without them
+EnCodec is built untrained and its 8 codebooks are k-means-initialised on a sample of
+the corpus ("encodec-untrained-kmeans"); the fitted tokenizer is stored in every
+checkpoint, so a resumed run keeps the same targets.
+
+An untrained EnCodec's codes follow the waveform's fine structure (phase) more than its
+spectrum, so a mel-frontend model cannot predict them from context and learns little
+beyond their frequencies. Where the official weights are missing, `--targets
+mel-kmeans` gives a learnable target instead: the id of the nearest of --clusters
+k-means centroids of the log-mel frame (one stream; centroids fitted on corpus crops
+and stored in the training state).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from encodecmae_hear.checkpoint import save_checkpoint
+from encodecmae_hear.errors import UserError
+from encodecmae_hear.model.config import FRONTENDS, PRESETS, ModelConfig, preset
+from encodecmae_hear.model.encodec import EncodecTokenizer, build_encodec, weights_from_env
+from encodecmae_hear.model.mae import EncodecMAE
+from encodecmae_hear.train.loop import train
+from encodecmae_hear.train.objectives import EncodecTargets, FrontendFeatures, KMeansTargets, teacher_kmeans
+from encodecmae_hear.train.provenance import base_record
+from encodecmae_hear.train.run import add_training_arguments, start_run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=PRESETS, default="base", help="model size")
+    parser.add_argument("--frontend", choices=FRONTENDS, default="mel256", help="input features")
+    parser.add_argument("--encodec-weights", default=None,
+                        help="official EnCodec 24 kHz weights (file); default: $ENCODECMAE_ENCODEC_WEIGHTS")
+    parser.add_argument("--codebook-clips", type=int, default=128,
+                        help="4 s crops to k-means-initialise untrained EnCodec codebooks on")
+    parser.add_argument("--codebook-iters", type=int, default=20, help="k-means iterations per codebook")
+    parser.add_argument("--targets", choices=("encodec", "mel-kmeans"), default="encodec",
+                        help="EnCodec RVQ codes (the paper's), or k-means ids of the log-mel frames")
+    parser.add_argument("--clusters", type=int, default=512, help="mel-kmeans: number of clusters")
+    parser.add_argument("--kmeans-clips", type=int, default=256, help="mel-kmeans: crops to fit on")
+    add_training_arguments(parser, steps=500_000)
+
+
+def fit_codebooks(tokenizer: EncodecTokenizer, source, clips: int, iters: int, seed: int,
+                  proc, log) -> None:
+    """k-means on rank 0, then every rank takes rank 0's codebooks."""
+    if proc.main:
+        crops = source.sample(clips, seed)
+        if not crops:
+            raise UserError("no readable audio to fit the EnCodec codebooks on")
+        log(f"fitting EnCodec codebooks (k-means, 8 x 1024) on {len(crops)} crops ...")
+        tokenizer.fit_codebooks(torch.stack([wav for wav, _ in crops]), kmeans_iters=iters, seed=seed)
+    if proc.world > 1:
+        for buffer in tokenizer.quantizer.buffers():
+            moved = buffer.to(proc.device)
+            dist.broadcast(moved, src=0)
+            buffer.copy_(moved.cpu())
+
+
+def mel_kmeans_objective(args, config, source, cfg, proc, log, resume):
+    """KMeansTargets over the frontend's frames; centroids fitted here or resumed."""
+    teacher = FrontendFeatures(config)
+    if resume is not None:
+        return KMeansTargets(teacher, resume["training"]["objective"]["centroids"],
+                             config.masked_loss_weight, resume["provenance"]["kmeans"])
+    settings = {"clusters": args.clusters, "clips": args.kmeans_clips, "seed": cfg.seed,
+                "algorithm": "MiniBatchKMeans", "features": f"{config.frontend} frontend frames"}
+    centroids, settings["frames"] = teacher_kmeans(
+        teacher, teacher.out_dim, source, args.clusters, args.kmeans_clips, None,
+        cfg.seed, batch=4096, iters=100, proc=proc, log=log)
+    return KMeansTargets(teacher, centroids, config.masked_loss_weight, settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.targets == "mel-kmeans" and args.frontend != "mel256":
+        raise UserError("--targets mel-kmeans clusters log-mel frames: it needs --frontend mel256")
+    proc, log, cfg, source, resume = start_run(args)
+    objective_of = {"encodec": "encodec", "mel-kmeans": "kmeans"}
+    if resume is not None and resume["provenance"].get("objective") != objective_of[args.targets]:
+        kind = resume["provenance"].get("targets")
+        raise UserError(f"{args.out} was trained with targets {kind!r}; pass the same --targets")
+    if args.targets == "mel-kmeans":
+        config = ModelConfig.from_dict(resume["config"]) if resume else preset(args.preset, args.frontend)
+        torch.manual_seed(cfg.seed + 1)
+        model = EncodecMAE(config)
+        if resume is None:
+            model.new_head(1, args.clusters)
+        else:
+            model.load_state_dict(resume["model"], strict=True)
+        objective = mel_kmeans_objective(args, model.config, source, cfg, proc, log, resume)
+        tokenizer, kind = None, "kmeans-mel-frames"
+        extra = {"kmeans": objective.settings}
+    else:
+        model, objective, tokenizer, kind, weights = encodec_setup(args, cfg, source, proc, log, resume)
+        extra = {"encodec_weights": str(weights) if weights else None}
+    size = resume["provenance"].get("preset", args.preset) if resume else args.preset
+    provenance = base_record(
+        trained=True, targets=kind, objective=objective.name, preset=size,
+        corpus={"data": str(args.data), "hours": source.hours}, **extra,
+        notes=f"EnCodecMAE pretraining, {model.config.frontend} frontend, targets {kind}")
+    status = train(model, objective, source, cfg, provenance=provenance, tokenizer=tokenizer,
+                   resume=resume, log=log)
+    if status != "done":
+        return 143 if status == "SIGTERM" else 130
+    if proc.main:
+        release = Path(args.out) / "model.pt"
+        save_checkpoint(release, model, tokenizer=tokenizer,
+                        provenance={**provenance, "steps": cfg.steps,
+                                    "samples_seen": cfg.steps * cfg.batch_size})
+        log(f"done: {release}")
+    return 0
+
+
+def encodec_setup(args, cfg, source, proc, log, resume):
+    """The paper's targets: model, EncodecTargets, tokenizer, targets kind, weights file."""
+    weights = args.encodec_weights or weights_from_env()
+    torch.manual_seed(cfg.seed)
+    encodec = build_encodec(weights if resume is None else None)
+    tokenizer = EncodecTokenizer(encodec)
+    if resume is not None:  # the checkpoint's config wins over --preset / --frontend
+        config = ModelConfig.from_dict(resume["config"])
+        tokenizer.load_state_dict(resume["tokenizer"])
+        kind = resume["provenance"].get("targets", "unknown")
+    else:
+        config = preset(args.preset, args.frontend)
+        kind = "encodec-official" if weights else "encodec-untrained-kmeans"
+        if not tokenizer.initialised:
+            fit_codebooks(tokenizer, source, args.codebook_clips, args.codebook_iters, cfg.seed, proc, log)
+    torch.manual_seed(cfg.seed + 1)
+    share = config.frontend == "encodec"  # the frontend's encoder is the tokenizer's
+    model = EncodecMAE(config, encodec_model=encodec if share else None)
+    if resume is not None:
+        model.load_state_dict(resume["model"], strict=True)
+    objective = EncodecTargets(tokenizer, config, kind, share_frontend=share)
+    return model, objective, tokenizer, kind, weights
