@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import soundfile as sf
 
 from encodecmae_hear.corpus import midi
@@ -181,8 +182,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     torch.set_num_threads(1)
     for task in build_all(Path(args.corpus), Path(args.out), args.seed, args.scale):
         splits = json.loads((task / "task_metadata.json").read_text())["splits"]

@@ -130,7 +130,7 @@ def figure_size(n_tasks: int, n_labels: int) -> tuple[float, float]:
 def plot(rows: list[Row], path: str | Path) -> Path:
     """Bar plot of the task rows: one group per task, one bar per label, error bars = std
     over seeds, a black tick at the leaderboard best where known. Written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional extra [hear]: on use
     from matplotlib.figure import Figure
 
     path = Path(path)
