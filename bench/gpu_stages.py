@@ -25,6 +25,7 @@ import torch
 from bench.train import model_flops_per_sample, peak_flops
 from encodecmae_hear import files
 from encodecmae_hear.checkpoint import save_checkpoint
+from encodecmae_hear.cli import main as cli_main
 from encodecmae_hear.hear import get_timestamp_embeddings, load_model
 from encodecmae_hear.model.config import SAMPLE_RATE, preset
 from encodecmae_hear.model.mae import EncodecMAE
@@ -222,10 +223,6 @@ def generated_audio(folder: Path, count: int, seconds: float) -> Path:
     return folder
 
 
-def cli(*args) -> list[str]:
-    return [sys.executable, "-m", "encodecmae_hear", *map(str, args)]
-
-
 def train_run(out: Path, smoke: bool, allotted: float, data: str | None, work: str | None,
               hardware: str) -> dict:
     """`pretrain` with the recipe until its steps or the budget (SIGTERM: the loop saves
@@ -239,9 +236,9 @@ def train_run(out: Path, smoke: bool, allotted: float, data: str | None, work: s
         run_dir = Path(scratch) / "run"
         if data is None:
             data = str(generated_audio(Path(scratch) / "audio", sizes["files"], sizes["file_seconds"]))
-        command = cli("pretrain", "--data", data, "--out", run_dir, *RECIPE, *sizes["extra"],
-                      "--steps", sizes["steps"])
-        record = {"command": " ".join(map(str, command[1:])), "data": data,
+        command = [sys.executable, "-m", "encodecmae_hear", "pretrain", "--data", data,
+                   "--out", str(run_dir), *RECIPE, *sizes["extra"], "--steps", str(sizes["steps"])]
+        record = {"command": " ".join(command[1:]), "data": data,
                   "generated_audio": data.startswith(scratch), "target_steps": sizes["steps"], "results": []}
         start = time.time()
         with open(folder / "pretrain.log", "w") as log:
@@ -260,18 +257,21 @@ def train_run(out: Path, smoke: bool, allotted: float, data: str | None, work: s
         for name in ("metrics.jsonl", "train.log", "manifest.jsonl"):
             if (run_dir / name).is_file():
                 files.write_bytes(folder / name, (run_dir / name).read_bytes())
-        bundled = subprocess.run(cli("bundle", run_dir, "-o", folder / "model.pt", "--half",
-                                     "--allow-unfinished", "--hardware", hardware),
-                                 capture_output=True, text=True, env=env, cwd=ROOT)
-        if bundled.returncode != 0:
-            record["status"] = "failed"
-            record["error"] = (bundled.stdout + bundled.stderr).strip()[-600:]
+        if proc.returncode not in (0, 143):
+            record["status"], record["error"] = "failed", tail(folder / "pretrain.log")
+        if list(run_dir.glob("step-*.pt")):  # in this process: one Python start-up less
+            with open(folder / "bundle.log", "w") as log, contextlib.redirect_stdout(log), \
+                    contextlib.redirect_stderr(log):
+                status = cli_main(["bundle", str(run_dir), "-o", str(folder / "model.pt"), "--half",
+                                   "--allow-unfinished", "--hardware", hardware])
+            if status != 0 and "status" not in record:
+                record["status"], record["error"] = "failed", tail(folder / "bundle.log")
+        elif "status" not in record:
+            record["status"], record["error"] = "failed", "no step checkpoint: stopped before the first step"
     record["results"] = run_figures(folder / "metrics.jsonl", start)
     if (folder / "model.pt").is_file():
         record["checkpoint"] = "train_run/model.pt"
         record["checkpoint_mb"] = round((folder / "model.pt").stat().st_size / 2**20, 2)
-    if record["returncode"] not in (0, 143) and "status" not in record:
-        record["status"], record["error"] = "failed", tail(folder / "pretrain.log")
     return record
 
 
