@@ -62,9 +62,9 @@ def add_training_arguments(parser, steps: int) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--workers", type=int, default=None,
-                        help="data-loader processes per training process (default: the CPUs this "
-                             "process may use, shared by the processes on this node, less one, at "
-                             f"most 8, and at most the tar shards per process: {default_workers()} here)")
+                        help="data-loader processes per training process; if not given: the CPUs "
+                             "this process may use, shared by the processes on this node, less one, "
+                             f"at most 8, and at most the tar shards per process ({default_workers()} here)")
     parser.add_argument("--prefetch", type=int, default=d.prefetch, help="batches per worker in flight")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     parser.add_argument("--keep", type=int, default=d.keep, help="step checkpoints to keep")
