@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 MODEL   ?=
 
-.PHONY: help install demo test bench clean manifest pretrain selftrain bench-train corpus heldout-tasks
+.PHONY: help install demo test bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks
 .PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default
 
 help:
@@ -16,8 +16,10 @@ help:
 	@echo "make bench     embedding speed and memory benchmark (prints figures)"
 	@echo "make manifest  AUDIO='dir ...' DATA=corpus.jsonl: scan audio for training"
 	@echo "make pretrain  DATA= PRESET=base FRONTEND=mel256 STEPS= BATCH=128 OUT= GPUS=1 (re-run: resumes)"
+	@echo "               DATA: a folder of audio, a manifest .jsonl or a folder of .tar shards"
 	@echo "make selftrain FROM=<pretrained ckpt> DATA= STEPS= BATCH=128 OUT= GPUS=1"
 	@echo "make bench-train  training throughput on this machine (prints figures)"
+	@echo "make gpu-check GPU figures in < 8 min: embedding speed, training speed, a short run (\$$OUT or runs/gpu-check)"
 	@echo "make corpus    CORPUS=../corpus: pretraining corpus from Debian packages (+ packed shards)"
 	@echo "make heldout-tasks CORPUS= TASKS=../heldout_tasks: HEAR tasks from held-out sources"
 	@echo "make hear      MODEL= TASKS_DIR=tasks SUITE=hear18 SEEDS=3 OPTIONS='{\"layer\": 5}' DEVICE= RUNS=runs/hear"
@@ -88,6 +90,11 @@ selftrain: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) bench/train.py
+
+# One prepared script for a short GPU window (docs/TRAINING.md): figures in $OUT or
+# runs/gpu-check; the training run uses $(CORPUS)/packed when it is there.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(if $(OUT),--out $(OUT)) $(if $(wildcard $(CORPUS)/packed),--data $(CORPUS)/packed)
 
 CORPUS  ?= ../corpus
 TASKS   ?= ../heldout_tasks

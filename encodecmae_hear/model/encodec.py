@@ -56,6 +56,7 @@ def weights_from_env() -> str | None:
 
 BANDWIDTH_KBPS = 6.0   # 8 codebooks of 1024 at 75 Hz
 NUM_CODEBOOKS = 8
+CODEBOOK_SIZE = 1024
 
 
 class EncodecTokenizer(nn.Module):
@@ -100,8 +101,8 @@ class EncodecTokenizer(nn.Module):
         """
         latents = torch.cat([self.latents(w) for w in wav.split(16)])  # (B, 128, T), bounded memory
         residual = latents.transpose(1, 2).reshape(-1, latents.shape[1]).double()  # (B*T, 128)
-        if residual.shape[0] < 1024:
-            raise ValueError(f"fit_codebooks needs >= 1024 frames (~14 s of audio), "
+        if residual.shape[0] < CODEBOOK_SIZE:
+            raise ValueError(f"fit_codebooks needs >= {CODEBOOK_SIZE} frames (~14 s of audio), "
                              f"got {residual.shape[0]}")
         for index, layer in enumerate(self.quantizer.vq.layers[:NUM_CODEBOOKS]):
             codebook = layer._codebook

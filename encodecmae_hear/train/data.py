@@ -15,6 +15,7 @@ exactly what an uninterrupted one would have read.
 * `ShardSource`: tar shards in the webdataset layout (`<key>.<ext>` audio, optional
   `<key>.json` with "duration"), read with the standard library's tarfile. Shards are
   split across ranks and workers; each epoch shuffles shard order and records in a shard.
+* A folder of audio files becomes a `ManifestSource` of its scan (`data_kind`, `open_source`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import glob
 import io
 import json
 import math
+import os
 import tarfile
 from pathlib import Path
 
@@ -30,10 +32,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from encodecmae_hear.audio import resample
+from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.config import CHUNK_SAMPLES, CHUNK_SECONDS, SAMPLE_RATE
-from encodecmae_hear.train.manifest import AUDIO_EXTENSIONS, read_manifest
+from encodecmae_hear.train.manifest import AUDIO_EXTENSIONS, read_manifest, scan
 
 SAMPLE_EPOCH = 10**9  # crops for fitting codebooks / k-means use epochs from here on
+MAX_WORKERS = 8  # data-loader processes per training process (the reference's number)
 
 
 def crop_rng(seed: int, epoch: int, item: int) -> np.random.Generator:
@@ -154,7 +158,7 @@ class ShardSource(IterableDataset):
         paths = sorted(Path(p) for p in (glob.glob(f"{pattern}/*.tar") if Path(pattern).is_dir()
                                          else glob.glob(pattern)))
         if not paths:
-            raise FileNotFoundError(f"no .tar shards match {pattern}")
+            raise UserError(f"no .tar shards match {pattern}")
         self.shards, self.seed = paths, seed
         self.crop_seconds, self.crop_samples = crop_seconds, int(crop_seconds * SAMPLE_RATE)
         self.rank, self.world, self.micro, self.start, self._skip = 0, 1, 1, 0, 0
@@ -233,11 +237,45 @@ class ShardSource(IterableDataset):
         return crops
 
 
-def open_source(data: str, seed: int, crop_seconds: float = CHUNK_SECONDS):
-    """A manifest (.jsonl) or tar shards (folder of .tar or a glob pattern)."""
+def data_kind(data) -> str:
+    """What --data names: "manifest" (a .jsonl file), "shards" (a folder holding .tar
+    files, or a glob pattern of them) or "audio" (a folder of audio files, searched
+    recursively, or one audio file)."""
+    path = Path(data)
     if str(data).endswith((".jsonl", ".json")):
-        return ManifestSource(data, seed, crop_seconds)
-    return ShardSource(data, seed, crop_seconds)
+        if not path.is_file():
+            raise UserError(f"manifest not found: {data}")
+        return "manifest"
+    if path.is_dir():
+        return "shards" if any(path.glob("*.tar")) else "audio"
+    if path.is_file() and path.name.lower().endswith(AUDIO_EXTENSIONS):
+        return "audio"
+    if glob.has_magic(str(data)) or path.suffix == ".tar":
+        return "shards"
+    raise UserError(f"--data {data}: expected a manifest (.jsonl), a folder of audio files, or "
+                    f"tar shards (a folder of .tar files or a glob pattern); "
+                    f"{'it is not one' if path.exists() else 'no such file or folder'}")
+
+
+def open_source(data, seed: int, crop_seconds: float = CHUNK_SECONDS):
+    """A manifest, tar shards, or a folder of audio (scanned here, in memory; training
+    scans it once into its run folder instead: run.training_data)."""
+    kind = data_kind(data)
+    if kind == "shards":
+        return ShardSource(data, seed, crop_seconds)
+    return ManifestSource(data if kind == "manifest" else scan([data])[0], seed, crop_seconds)
+
+
+def default_workers() -> int:
+    """Data-loader processes per training process: the CPUs this process may use, shared
+    by the training processes on this node (torchrun's LOCAL_WORLD_SIZE), less one for
+    the training process itself; at most MAX_WORKERS."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity outside Linux
+        cpus = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(MAX_WORKERS, cpus // local - 1))
 
 
 def make_loader(source, micro: int, rank: int, world: int, seed: int, start: int,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from encodecmae_hear import files
 from encodecmae_hear.checkpoint import save_checkpoint
 from encodecmae_hear.model.config import CHUNK_SECONDS, SAMPLE_RATE
-from encodecmae_hear.train.data import make_loader
+from encodecmae_hear.train.data import default_workers, make_loader
 from encodecmae_hear.train.state import checkpoint_path, prune_checkpoints, rng_state, set_rng_state
 
 
@@ -50,7 +50,7 @@ class TrainConfig:
     precision: str = "auto"       # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
     compile: bool = False
     seed: int = 42
-    workers: int = 8             # data-loader processes per GPU (the reference: 8)
+    workers: int = dataclasses.field(default_factory=default_workers)  # data-loader processes per process
     prefetch: int = 4
     checkpoint_every: int = 1000
     keep: int = 3

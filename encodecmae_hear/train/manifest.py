@@ -7,6 +7,8 @@ soundfile cannot open, empty files and files shorter than --min-seconds are skip
 counted by reason and listed in `<output>.skipped.txt`; a bad file is never fatal.
 `--shards DIR` also packs the listed files into tar shards in the webdataset layout
 (`<key>.<ext>` audio plus `<key>.json` metadata), the second data source of training.
+Training also takes a folder of audio directly: it scans it with `scan` into the run
+folder (data.open_source, run.training_data).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from encodecmae_hear import files
+from encodecmae_hear.errors import UserError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 
@@ -34,7 +37,7 @@ def find_audio(roots) -> list[Path]:
             files.append(root)
             continue
         if not root.is_dir():
-            raise FileNotFoundError(f"audio folder not found: {root}")
+            raise UserError(f"audio folder not found: {root}")
         for dirpath, _, names in os.walk(root, followlinks=True):
             files.extend(Path(dirpath, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS))
     return sorted(files)
@@ -57,17 +60,67 @@ def describe(path: Path, min_seconds: float) -> tuple[dict | None, str | None]:
 
 
 def read_manifest(path) -> list[dict]:
+    """The records of a manifest; a missing, empty or malformed one is a UserError."""
     records = []
-    with open(path) as f:
+    try:
+        f = open(path)
+    except OSError as err:
+        raise UserError(f"cannot read manifest {path}: {err.strerror}") from None
+    with f:
         for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not a JSON line: {err}") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{number}: not a JSON line: {err}") from None
+            if not isinstance(record, dict) or not {"path", "duration"} <= set(record):
+                raise UserError(f"{path}:{number}: a manifest line needs \"path\" and \"duration\" "
+                                f"(write manifests with the `manifest` command)")
+            records.append(record)
     if not records:
-        raise ValueError(f"manifest {path} lists no audio files")
+        raise UserError(f"manifest {path} lists no audio files")
     return records
+
+
+def scan(roots, min_seconds: float = 0.2) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Audio below `roots` -> (manifest records, [(path, reason skipped)]). A folder with
+    no usable audio at all is a UserError that says what was found."""
+    paths = find_audio(roots)
+    where = ", ".join(map(str, roots))
+    if not paths:
+        raise UserError(f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) under {where}")
+    records, skipped = [], []
+    for path in tqdm(paths, desc="scanning", unit="file", disable=not sys.stderr.isatty()):
+        record, reason = describe(path, min_seconds)
+        if record is None:
+            skipped.append((path, reason))
+        else:
+            records.append(record)
+    if not records:
+        reasons = "; ".join(f"{n} {r}" for r, n in skip_reasons(skipped).most_common())
+        raise UserError(f"none of the {len(paths)} audio files under {where} is usable ({reasons}), "
+                        f"e.g. {skipped[0][0]}: {skipped[0][1]}")
+    return records, skipped
+
+
+def skip_reasons(skipped) -> collections.Counter:
+    return collections.Counter(reason.split(":")[0] for _, reason in skipped)
+
+
+def save_manifest(output, records: list[dict], skipped) -> list[str]:
+    """Writes the manifest (and `<output>.skipped.txt` when files were skipped), each
+    atomically; returns the report lines (files, hours, skipped by reason)."""
+    output = Path(output)
+    files.write_text(output, "".join(json.dumps(record) + "\n" for record in records))
+    hours = sum(r["duration"] for r in records) / 3600
+    lines = [f"{output}: {len(records)} files, {hours:.2f} h of audio; skipped {len(skipped)}"]
+    if skipped:
+        lines += [f"  skipped {count}: {reason}" for reason, count in skip_reasons(skipped).most_common()]
+        skipped_path = output.with_name(output.name + ".skipped.txt")
+        files.write_text(skipped_path, "".join(f"{p}\t{r}\n" for p, r in skipped))
+        lines.append(f"  list of skipped files: {skipped_path}")
+    return lines
 
 
 def write_shards(records: list[dict], out_dir, per_shard: int = 1000) -> list[Path]:
@@ -101,31 +154,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    files = find_audio(args.folders)
-    records, skipped = [], []
-    for path in tqdm(files, desc="scanning", unit="file", disable=not sys.stderr.isatty()):
-        record, reason = describe(path, args.min_seconds)
-        if record is None:
-            skipped.append((path, reason))
-        else:
-            records.append(record)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    os.replace(tmp, output)
-    hours = sum(r["duration"] for r in records) / 3600
-    print(f"{output}: {len(records)} files, {hours:.2f} h of audio; skipped {len(skipped)}")
-    if skipped:
-        reasons = collections.Counter(reason.split(":")[0] for _, reason in skipped)
-        for reason, count in reasons.most_common():
-            print(f"  skipped {count}: {reason}")
-        skipped_path = output.with_name(output.name + ".skipped.txt")
-        skipped_path.write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
-        print(f"  list of skipped files: {skipped_path}")
-    if args.shards and records:
+    if not args.output.endswith((".jsonl", ".json")):
+        raise UserError(f"--output must end in .jsonl (training tells a manifest from a folder "
+                        f"by that), got {args.output}")
+    records, skipped = scan(args.folders, args.min_seconds)
+    for line in save_manifest(args.output, records, skipped):
+        print(line)
+    if args.shards:
         shards = write_shards(records, args.shards, args.per_shard)
         print(f"wrote {len(shards)} tar shards to {args.shards}")
-    return 0 if records else 1
+    return 0

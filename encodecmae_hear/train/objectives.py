@@ -206,12 +206,20 @@ def teacher_kmeans(teacher, dim: int, source, clusters: int, clips: int, max_fra
     centroids, n_frames = torch.zeros(clusters, dim), 0
     if proc.main:
         crops = source.sample(clips, seed)
+        if not crops:
+            raise UserError("no readable audio in the corpus to fit k-means on")
         log(f"teacher features of {len(crops)} crops ...")
         features = teacher_features(teacher, crops, proc.device)
         if max_frames is not None:
             pick = np.random.default_rng(seed).permutation(features.shape[0])[:max_frames]
             features = features[torch.from_numpy(pick)]
         n_frames = features.shape[0]
+        if n_frames < clusters:
+            more = ("raise --kmeans-frames" if n_frames == max_frames else
+                    "raise --kmeans-clips" if len(crops) == clips else "add audio")
+            raise UserError(f"k-means of {clusters} clusters needs at least {clusters} frames; "
+                            f"{len(crops)} crops of the corpus gave {n_frames}: {more}, or "
+                            f"lower --clusters")
         log(f"k-means: {clusters} clusters on {n_frames} frames ...")
         centroids = fit_kmeans(features, clusters, seed, batch, iters)
     if proc.world > 1:

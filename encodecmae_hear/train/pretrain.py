@@ -19,6 +19,7 @@ and stored in the training state).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -26,13 +27,26 @@ import torch.distributed as dist
 
 from encodecmae_hear.checkpoint import save_checkpoint
 from encodecmae_hear.errors import UserError
-from encodecmae_hear.model.config import FRONTENDS, PRESETS, ModelConfig, preset
-from encodecmae_hear.model.encodec import EncodecTokenizer, build_encodec, weights_from_env
+from encodecmae_hear.model.config import FRONTENDS, HOP_LENGTH, PRESETS, ModelConfig, preset
+from encodecmae_hear.model.encodec import (
+    CODEBOOK_SIZE,
+    ENV_VAR,
+    EncodecTokenizer,
+    build_encodec,
+    weights_from_env,
+)
 from encodecmae_hear.model.mae import EncodecMAE
 from encodecmae_hear.train.loop import train
 from encodecmae_hear.train.objectives import EncodecTargets, FrontendFeatures, KMeansTargets, teacher_kmeans
 from encodecmae_hear.train.provenance import base_record
 from encodecmae_hear.train.run import add_training_arguments, start_run
+
+UNTRAINED_TARGETS_WARNING = (
+    f"warning: no EnCodec weights (--encodec-weights FILE or ${ENV_VAR}): the targets will "
+    f"be the codes of an untrained EnCodec whose codebooks are k-means-fitted on this corpus "
+    f"(targets \"encodec-untrained-kmeans\"), not the paper's EnCodec codes, and a mel-frontend "
+    f"model learns little from them; without the weights, --targets mel-kmeans gives learnable "
+    f"targets (docs/TRAINING.md)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +71,11 @@ def fit_codebooks(tokenizer: EncodecTokenizer, source, clips: int, iters: int, s
         crops = source.sample(clips, seed)
         if not crops:
             raise UserError("no readable audio to fit the EnCodec codebooks on")
+        frames = len(crops) * math.ceil(crops[0][0].shape[0] / HOP_LENGTH)
+        if frames < CODEBOOK_SIZE:
+            raise UserError(f"fitting the EnCodec codebooks needs at least {CODEBOOK_SIZE} frames "
+                            f"(~14 s of audio); {len(crops)} crops gave {frames}: raise "
+                            f"--codebook-clips, add audio, or use --targets mel-kmeans")
         log(f"fitting EnCodec codebooks (k-means, 8 x 1024) on {len(crops)} crops ...")
         tokenizer.fit_codebooks(torch.stack([wav for wav, _ in crops]), kmeans_iters=iters, seed=seed)
     if proc.world > 1:
@@ -123,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
 def encodec_setup(args, cfg, source, proc, log, resume):
     """The paper's targets: model, EncodecTargets, tokenizer, targets kind, weights file."""
     weights = args.encodec_weights or weights_from_env()
+    if proc.main and not weights and (resume is None or resume["provenance"].get("targets")
+                                      == "encodec-untrained-kmeans"):
+        log(UNTRAINED_TARGETS_WARNING)
     torch.manual_seed(cfg.seed)
     encodec = build_encodec(weights if resume is None else None)
     tokenizer = EncodecTokenizer(encodec)

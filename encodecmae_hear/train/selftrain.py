@@ -41,9 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    teacher, parent = load_checkpoint(args.parent)
     proc, log, cfg, source, resume = start_run(args)
     parent_path = str(Path(args.parent).resolve())
-    teacher, parent = load_checkpoint(args.parent)
     if resume is not None:
         recorded = resume["provenance"].get("lineage", {}).get("parent", {}).get("path")
         if recorded != parent_path:

@@ -1,0 +1,151 @@
+"""The GPU figures in one prepared run (not a test): `make gpu-check`, or
+
+    python bench/gpu_check.py [--out DIR] [--data SHARDS] [--budget 420] [--cpu-smoke]
+
+Three stages, each under its own time budget and in its own subprocess, so that a
+crash, an out-of-memory or a hang in one keeps the figures of the others; results.json
+and summary.md are rewritten (atomically) after every stage:
+
+1. embed: HEAR embedding speed (real-time factor) of small and base, mel256 and encodec
+   frontends, fp32 and bf16, on 60 s of audio through `load_model` +
+   `get_timestamp_embeddings` (bf16: torch.autocast around the call), with the cosine of
+   the bf16 embeddings to the fp32 ones. Untrained weights: speed does not depend on them.
+2. train_speed: pretraining optimizer steps/s, samples/s, MFU and peak GPU memory of small
+   and base at batch 128 x 4 s crops, bf16 autocast, eager and with torch.compile of the
+   two Transformer stacks (as `pretrain --compile`); the step of the train loop
+   (forward, mel-kmeans targets of 512 clusters, loss, backward, clipping, AdamW),
+   timed after warm-up steps on a batch already on the device (no data loading).
+3. train_run: the bundled default's recipe (bench/gpu_stages.py RECIPE, the Makefile's
+   DEFAULT_PRETRAIN) through `python -m encodecmae_hear pretrain` on --data (e.g. the
+   packed corpus' tar shards, `make corpus`) or else on generated audio; stopped with
+   SIGTERM when its budget ends (the loop saves a checkpoint), then released with
+   `bundle --half` as OUT/train_run/model.pt beside its metrics.jsonl and train.log.
+
+Unused time of a stage goes to the next. Output folder: --out, else $OUT, else
+runs/gpu-check. Without CUDA, or with --cpu-smoke, the same stages run at toy sizes
+(tiny preset, seconds of audio, a few steps on CPU) in well under a minute: that is how
+the tests run this script.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench import gpu_stages  # noqa: E402
+from bench.gpu_summary import summary  # noqa: E402
+from encodecmae_hear import files  # noqa: E402
+from encodecmae_hear.train.provenance import git_commit  # noqa: E402
+
+STAGES = ("embed", "train_speed", "train_run")
+
+
+def save(out: Path, results: dict) -> None:
+    files.write_json(out / "results.json", results, indent=1)
+    files.write_text(out / "summary.md", summary(results))
+
+
+def child_stage(name: str, out: Path, smoke: bool, allotted: float) -> dict:
+    """Runs stage `name` in a subprocess that writes its figures case by case to a stage
+    file; a hang is killed at the end of the allotted time, what it wrote is kept."""
+    stage_file = out / "logs" / f"{name}.json"
+    stage_file.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--stage", name, "--stage-file", str(stage_file),
+               "--deadline", str(time.time() + allotted), *(["--cpu-smoke"] if smoke else [])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(out / "logs" / f"{name}.log", "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=allotted + 10)  # the stage stops itself at the deadline
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            returncode = None
+    record = json.loads(stage_file.read_text()) if stage_file.is_file() else {"results": []}
+    if returncode is None:
+        record["status"] = "partial" if record["results"] else "timeout"
+        record["error"] = f"killed after {allotted + 10:.0f} s"
+    elif returncode != 0:
+        record["status"] = "failed"
+        record["error"] = gpu_stages.tail(out / "logs" / f"{name}.log")
+    return record
+
+
+def run_all(args) -> dict:
+    smoke = args.cpu_smoke or not torch.cuda.is_available()
+    out = Path(args.out or os.environ.get("OUT") or "runs/gpu-check").resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    sizes = gpu_stages.SMOKE if smoke else gpu_stages.GPU
+    budget = args.budget or sizes["budget"]
+    shares = {name: budget * sizes[name]["share"] for name in STAGES}
+    results = {"mode": "cpu-smoke" if smoke else "gpu", "budget_s": budget,
+               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "finished": None, "machine": {"torch": torch.__version__, "cuda": torch.version.cuda,
+                                             "cpus": os.cpu_count(), "git_commit": git_commit()},
+               "stages": {name: {"status": "pending"} for name in STAGES}}
+    save(out, results)
+    carry = 0.0
+    for name in STAGES:
+        allotted = shares[name] + carry
+        start = time.perf_counter()
+        print(f"gpu-check: {name} (up to {allotted:.0f} s) ...", flush=True)
+        try:
+            if name == "train_run":
+                data = str(Path(args.data).resolve()) if args.data else None
+                record = gpu_stages.train_run(out, smoke, allotted, data, args.work,
+                                              results["machine"].get("device", "unknown"))
+            else:
+                record = child_stage(name, out, smoke, allotted)
+        except Exception as err:  # a failing stage must not lose the others' figures
+            record = {"status": "failed", "error": f"{type(err).__name__}: {err}", "results": []}
+        seconds = time.perf_counter() - start
+        record = {"status": "ok", **record, "seconds": round(seconds, 1), "allotted_s": round(allotted)}
+        device = record.pop("device", None)
+        if device and not results["machine"].get("device"):
+            results["machine"]["device"] = device
+        results["stages"][name] = record
+        carry = allotted - seconds  # an overrun is taken from the next stage
+        save(out, results)
+        print(f"gpu-check: {name} {record['status']} in {seconds:.0f} s", flush=True)
+    results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    save(out, results)
+    print(f"gpu-check: {out / 'results.json'}, {out / 'summary.md'}")
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None, help="output folder (default: $OUT, else runs/gpu-check)")
+    parser.add_argument("--data", default=None,
+                        help="training data of stage 3 (e.g. the packed corpus' shards); "
+                             "default: generated audio")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for all stages (default: 420 on a GPU, 150 for --cpu-smoke)")
+    parser.add_argument("--cpu-smoke", action="store_true", help="toy sizes on CPU (automatic without CUDA)")
+    parser.add_argument("--work", default=None,
+                        help="where stage 3's scratch folder goes (default: the system's temporary folder)")
+    parser.add_argument("--stage", choices=STAGES[:2], help=argparse.SUPPRESS)
+    parser.add_argument("--stage-file", help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:  # a child: one stage, figures written case by case
+        gpu_stages.run_stage(args.stage, Path(args.stage_file), args.deadline, args.cpu_smoke)
+        return 0
+    results = run_all(args)
+    return 0 if all(s["status"] in ("ok", "partial") for s in results["stages"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""summary.md of bench/gpu_check.py: its results.json as short Markdown tables."""
+from __future__ import annotations
+
+
+def _cell(value, fmt: str = "{}") -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _status(stage: dict) -> str:
+    line = f"status **{stage.get('status')}**"
+    if stage.get("seconds") is not None:
+        line += f", {stage['seconds']:.0f} s of {stage.get('allotted_s', '?')} s allotted"
+    if stage.get("error"):
+        line += f"; {stage['error']}"
+    return line + "\n"
+
+
+def summary(results: dict) -> str:
+    machine, stages = results["machine"], results["stages"]
+    lines = [f"# gpu-check ({results['mode']})\n",
+             f"{machine.get('device') or 'device unknown'}, torch {machine['torch']} (CUDA "
+             f"{machine['cuda']}), {machine['cpus']} CPUs, commit {machine['git_commit']}; "
+             f"started {results['started']}, finished {results['finished'] or '(running)'}.\n"]
+
+    embed = stages["embed"]
+    lines += ["## 1. HEAR embedding speed\n",
+              "`load_model` + `get_timestamp_embeddings` on one sound (untrained weights; bf16 = "
+              "torch.autocast around the call); RTF = audio seconds per second.\n", _status(embed)]
+    if embed.get("results"):
+        lines += ["| preset | frontend | dtype | audio s | RTF | s | cosine to fp32 (mean / min) "
+                  "| peak GiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in embed["results"]:
+            cosine = (f"{r['cosine_to_fp32_mean']:.4f} / {r['cosine_to_fp32_min']:.4f}"
+                      if "cosine_to_fp32_mean" in r else "")
+            lines.append(f"| {r['preset']} | {r['frontend']} | {r['dtype']} | {r['audio_s']:g} | "
+                         f"{_cell(r.get('rtf'))} | {_cell(r.get('seconds'))} | {cosine} | "
+                         f"{_cell(r.get('peak_memory_gb'))} |" + (f" {r['error']}" if "error" in r else ""))
+        lines.append("")
+
+    speed = stages["train_speed"]
+    lines += ["## 2. Pretraining throughput\n",
+              "The train loop's step on a batch already on the device (mel256, mel-kmeans "
+              "targets, bf16 autocast, AdamW, clipping), timed after warm-up.\n", _status(speed)]
+    if speed.get("results"):
+        lines += ["| preset | batch x crop | compile | steps/s | samples/s | MFU | peak GiB | warm-up s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in speed["results"]:
+            mfu = r.get("mfu")
+            lines.append(f"| {r['preset']} | {r['batch']} x {r['crop_s']:g} s | {r['compile']} | "
+                         f"{_cell(r.get('steps_per_s'))} | {_cell(r.get('samples_per_s'))} | "
+                         f"{'' if mfu is None else f'{mfu:.0%}'} | {_cell(r.get('peak_memory_gb'))} | "
+                         f"{_cell(r.get('warmup_s'))} |" + (f" {r['error']}" if "error" in r else ""))
+        lines.append("")
+
+    run = stages["train_run"]
+    lines += ["## 3. Training run (the bundled default's recipe)\n", _status(run)]
+    if run.get("command"):
+        lines.append(f"`{run['command']}`\n")
+    figures = run.get("results") or {}
+    if figures:
+        data = "generated audio" if run.get("generated_audio") else run.get("data")
+        stop = "stopped at the time budget" if run.get("stopped_by_budget") else "finished"
+        lines.append(
+            f"{figures['steps']} of {run['target_steps']} steps on {data} ({stop}), "
+            f"{figures['audio_hours_seen']} h of audio seen; first log after "
+            f"{figures['first_log_after_s']} s (start, data, k-means, first steps); median "
+            f"{figures['steps_per_s_median']} steps/s, {figures['samples_per_s_median']} samples/s; "
+            f"loss {figures['loss_first']} -> {figures['loss_last']}, masked accuracy "
+            f"{figures['masked_accuracy_last']:.1%}.")
+    if run.get("checkpoint"):
+        lines.append(f"Checkpoint: `{run['checkpoint']}` ({run['checkpoint_mb']} MiB, float16).")
+    return "\n".join(lines) + "\n"

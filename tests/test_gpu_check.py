@@ -1,0 +1,113 @@
+"""bench/gpu_check.py: the prepared GPU check, run here at its CPU smoke size; a failing
+stage keeps the others' figures; its training recipe is the Makefile's."""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import gpu_check, gpu_stages
+from encodecmae_hear.checkpoint import read_checkpoint
+from encodecmae_hear.hear import get_scene_embeddings, load_model
+from tests.train_helpers import ROOT, metrics
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-check")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "OUT": str(out)}
+    # --budget: generous, so that a busy CI machine does not cut the run short
+    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--cpu-smoke", "--budget", "400"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=420)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_cpu_smoke_writes_every_stage_into_out(smoke):
+    out, results = smoke
+    assert results["mode"] == "cpu-smoke" and results["finished"]
+    assert results["machine"]["device"] == "CPU" and results["machine"]["torch"] == torch.__version__
+    assert {name: stage["status"] for name, stage in results["stages"].items()} == {
+        "embed": "ok", "train_speed": "ok", "train_run": "ok"}
+    assert sum(stage["seconds"] for stage in results["stages"].values()) < results["budget_s"]
+
+    embed = results["stages"]["embed"]["results"]
+    assert [(r["preset"], r["dtype"]) for r in embed] == [("tiny", "fp32"), ("tiny", "bf16")]
+    for r in embed:
+        assert r["frames"] == r["audio_s"] * 75 and r["out_dtype"] == "float32"  # 75 frames/s
+        assert r["rtf"] == pytest.approx(r["audio_s"] / r["seconds"], rel=0.01)
+    assert 0.99 < embed[1]["cosine_to_fp32_min"] <= embed[1]["cosine_to_fp32_mean"] <= 1.0 + 1e-6
+
+    (speed,) = results["stages"]["train_speed"]["results"]
+    assert speed["timed_steps"] >= 1 and speed["batch"] == 4
+    assert speed["samples_per_s"] == pytest.approx(speed["steps_per_s"] * 4, rel=0.01)
+
+    run = results["stages"]["train_run"]
+    assert run["generated_audio"] and not run["stopped_by_budget"] and run["returncode"] == 0
+    assert run["results"]["steps"] == run["target_steps"] == 3
+    assert [r["step"] for r in metrics(out / "train_run")] == [1, 2, 3]
+    assert run["results"]["loss_last"] == pytest.approx(metrics(out / "train_run")[-1]["loss"], abs=1e-4)
+
+    summary = (out / "summary.md").read_text()
+    for heading in ("## 1. HEAR embedding speed", "## 2. Pretraining throughput", "## 3. Training run"):
+        assert heading in summary
+    assert "| tiny | mel256 | bf16 | 2 |" in summary and "3 of 3 steps on generated audio" in summary
+
+
+def test_the_training_run_comes_back_as_a_small_loadable_release(smoke):
+    out, _ = smoke
+    payload = read_checkpoint(out / "train_run" / "model.pt")
+    assert payload["training"] == {} and payload["provenance"]["steps"] == 3
+    assert payload["provenance"]["hardware"] == "CPU"
+    assert payload["provenance"]["targets"] == "kmeans-mel-frames"
+    assert all(t.dtype == torch.float16 for t in payload["model"].values() if t.is_floating_point())
+    model = load_model(str(out / "train_run" / "model.pt"))
+    assert get_scene_embeddings(torch.zeros(1, 48000), model).shape == (1, 64)
+    assert not list(out.rglob("step-*.pt"))  # step checkpoints stay in the scratch folder
+
+
+def test_a_failing_stage_keeps_the_figures_of_the_others(tmp_path, monkeypatch):
+    seen = {}
+
+    def child_stage(name, out, smoke, allotted):
+        if name == "train_speed":  # what the first stage measured is on disk already
+            seen["embed"] = json.loads((out / "results.json").read_text())["stages"]["embed"]
+            raise RuntimeError("CUDA error: out of memory")
+        return {"device": "Test GPU", "results": [{"preset": "small", "frontend": "mel256",
+                                                   "dtype": "fp32", "audio_s": 60, "rtf": 900.0}]}
+
+    def train_run(out, smoke, allotted, data, work, hardware):
+        seen["hardware"] = hardware
+        return {"status": "failed", "error": "no such file or folder", "results": {}}
+
+    monkeypatch.setattr(gpu_check, "child_stage", child_stage)
+    monkeypatch.setattr(gpu_stages, "train_run", train_run)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), "--cpu-smoke"])
+    assert gpu_check.main() == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    stages = results["stages"]
+    assert seen["embed"]["status"] == "ok" and seen["embed"]["results"][0]["rtf"] == 900.0
+    assert stages["embed"]["results"][0]["rtf"] == 900.0
+    assert stages["train_speed"]["status"] == "failed" and "out of memory" in stages["train_speed"]["error"]
+    assert stages["train_run"]["status"] == "failed"
+    assert results["machine"]["device"] == seen["hardware"] == "Test GPU"
+    assert "out of memory" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_training_run_uses_the_recipe_of_the_bundled_default():
+    """RECIPE (bench/gpu_stages.py) against the Makefile's DEFAULT_PRETRAIN; --workers is
+    left to the default there, which fits the machine."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    line = next(row for row in makefile.splitlines() if row.startswith("DEFAULT_PRETRAIN ="))
+    words = shlex.split(line.split("=", 1)[1])
+    variables = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z]+=.*", w))
+    made = ["--preset", variables["PRESET"], "--frontend", variables["FRONTEND"],
+            "--batch-size", variables["BATCH"], *shlex.split(variables["ARGS"])]
+    i = made.index("--workers")
+    del made[i:i + 2]
+    recipe = list(gpu_stages.RECIPE)
+    assert sorted(zip(recipe[::2], recipe[1::2])) == sorted(zip(made[::2], made[1::2]))
