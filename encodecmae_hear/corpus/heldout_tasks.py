@@ -26,8 +26,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import soundfile as sf
+import torch
 
 from encodecmae_hear.corpus import midi
 from encodecmae_hear.corpus.sources import SOUNDFONTS

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from encodec import EncodecModel
-from sklearn.cluster import KMeans
 from torch import nn
 
 from encodecmae_hear.model.config import FRAME_RATE
@@ -99,6 +98,8 @@ class EncodecTokenizer(nn.Module):
 
         Needs at least 1024 frames (about 14 s of audio) for 1024 distinct centroids.
         """
+        from sklearn.cluster import KMeans  # training only; slow to import (scipy)
+
         latents = torch.cat([self.latents(w) for w in wav.split(16)])  # (B, 128, T), bounded memory
         residual = latents.transpose(1, 2).reshape(-1, latents.shape[1]).double()  # (B*T, 128)
         if residual.shape[0] < CODEBOOK_SIZE:

@@ -24,10 +24,12 @@ import io
 import json
 import math
 import os
+import signal
 import tarfile
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
@@ -46,8 +48,6 @@ def crop_rng(seed: int, epoch: int, item: int) -> np.random.Generator:
 
 def read_crop(file, rng: np.random.Generator, crop_samples: int = CHUNK_SAMPLES) -> tuple[torch.Tensor, int]:
     """file: path or file object -> (wav (crop_samples,) float32 at 24 kHz, valid samples)."""
-    import soundfile as sf
-
     with sf.SoundFile(file) as f:
         sr, total = f.samplerate, f.frames
         need = math.ceil(crop_samples * sr / SAMPLE_RATE)
@@ -294,7 +294,6 @@ def make_loader(source, micro: int, rank: int, world: int, seed: int, start: int
 def _ignore_signals(worker_id: int) -> None:
     """Ctrl-C and SIGTERM reach the whole process group: workers keep serving batches
     while the main process checkpoints, and end with it."""
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
