@@ -21,13 +21,15 @@ import torchaudio
 
 from encodecmae_hear import embed_file, files
 from encodecmae_hear.cli import main
+from encodecmae_hear.commands import embed as embed_command
 from encodecmae_hear.hear import get_scene_embeddings, get_timestamp_embeddings, load_model
 from tests.train_helpers import ROOT
 
 # (name, sample rate, seconds, channels): every rate, mono and stereo, nesting, and two
-# files of equal length at 48 kHz (a.wav, sub/e.wav: 1.3 s), embedded in one HEAR call
-TREE = [("a.wav", 16000, 1.3, 1), ("b.flac", 22050, 2.0, 2), ("sub/c.wav", 44100, 5.0, 2),
-        ("sub/deeper/d.flac", 48000, 0.9, 1), ("sub/e.wav", 48000, 1.3, 2)]
+# consecutive files of equal length at 48 kHz (a.wav, a2.wav: 1.3 s), one HEAR call
+TREE = [("a.wav", 16000, 1.3, 1), ("a2.wav", 48000, 1.3, 2), ("b.flac", 22050, 2.0, 2),
+        ("sub/c.wav", 44100, 5.0, 2), ("sub/deeper/d.flac", 48000, 0.9, 1)]
+GROUPED = ("a.wav", "a2.wav")
 CORRUPT = "sub/corrupt.wav"
 
 
@@ -110,7 +112,11 @@ def test_embed_file_equals_the_command(embedded, tree, model):
     out, _ = embedded
     for name, *_ in TREE:
         emb, ts = embed_file(tree / name, model)
-        np.testing.assert_array_equal(emb.numpy(), np.load(out / f"{name}.embedding.npy"))
+        written = np.load(out / f"{name}.embedding.npy")
+        if name in GROUPED:  # embedded beside another file: HEAR's batch independence
+            np.testing.assert_allclose(emb.numpy(), written, rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(emb.numpy(), written)
         np.testing.assert_array_equal(ts.numpy(), np.load(out / f"{name}.timestamps.npy"))
     scene = embed_file(tree / "b.flac", model, scene=True)
     assert scene.shape == (model.scene_embedding_size,)
@@ -151,19 +157,36 @@ def test_a_rerun_skips_finished_files(embedded, tree, tiny_checkpoint, tmp_path,
     original, _ = embedded
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
-    for name in ("embed.json", "a.wav.embedding.npy", "a.wav.timestamps.npy",
+    for name in ("embed.json", "b.flac.embedding.npy", "b.flac.timestamps.npy",
                  "sub/c.wav.embedding.npy", "sub/c.wav.timestamps.npy"):
         (out / name).write_bytes((original / name).read_bytes())
     marker = np.full((3, 3), 7.0, np.float32)  # a recomputed file would lose this
-    np.save(out / "a.wav.embedding.npy", marker)
+    np.save(out / "b.flac.embedding.npy", marker)
     capsys.readouterr()
     assert main(["embed", str(tree), "--out", str(out), "--model", str(tiny_checkpoint)]) == 0
     assert "3 files embedded" in capsys.readouterr().out
-    np.testing.assert_array_equal(np.load(out / "a.wav.embedding.npy"), marker)
+    np.testing.assert_array_equal(np.load(out / "b.flac.embedding.npy"), marker)
     done = outputs(out)
     for name, data in outputs(original).items():
-        if name != "a.wav.embedding.npy":
+        if name != "b.flac.embedding.npy":
             assert done[name] == data, name
+
+
+def test_consecutive_files_of_equal_length_share_a_call(tree, tiny_checkpoint, tmp_path, monkeypatch):
+    calls = []
+
+    def recording(audio, model):
+        calls.append(tuple(audio.shape))
+        return get_timestamp_embeddings(audio, model)
+
+    monkeypatch.setattr(embed_command, "get_timestamp_embeddings", recording)
+    for batch, out in (("16", tmp_path / "a"), ("1", tmp_path / "b")):
+        calls.clear()
+        assert main(["embed", str(tree), "--out", str(out), "--model", str(tiny_checkpoint),
+                     "--batch", batch]) == 0
+        grouped = [(2, round(1.3 * 48000))] if batch == "16" else []  # a.wav and a2.wav
+        assert sorted(calls, reverse=True)[:len(grouped)] == grouped
+        assert len(calls) == len(TREE) - len(grouped)
 
 
 def run_embed(*args, env=None, **popen) -> subprocess.Popen:
@@ -220,10 +243,10 @@ def test_two_processes_write_what_one_process_writes(tree, tiny_checkpoint, tmp_
 def test_a_manifest_names_files_below_their_common_folder(tree, tiny_checkpoint, tmp_path):
     manifest = tmp_path / "list.jsonl"
     manifest.write_text("".join(json.dumps({"path": str(tree / n), "duration": 1}) + "\n"
-                                for n in ("sub/deeper/d.flac", "sub/e.wav")))
+                                for n in ("sub/deeper/d.flac", "sub/c.wav")))
     assert main(["embed", str(manifest), "--out", str(tmp_path / "out"),
                  "--model", str(tiny_checkpoint), "--scene"]) == 0
-    assert set(outputs(tmp_path / "out")) == {"deeper/d.flac.embedding.npy", "e.wav.embedding.npy",
+    assert set(outputs(tmp_path / "out")) == {"deeper/d.flac.embedding.npy", "c.wav.embedding.npy",
                                               "embed.json"}
 
 

@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write N inputs per shard-NNNNNN.npz instead of one file per input "
                              "(a shard is held in memory until it is written)")
     parser.add_argument("--batch", type=int, default=16,
-                        help="files per HEAR call; files of equal length in a batch are embedded together")
+                        help="at most N files per HEAR call: consecutive files of equal length "
+                             "(after resampling) are embedded together, which helps a GPU with "
+                             "many short clips; also the share size between processes")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda or cuda:N (default: cuda if available; under torchrun "
                              "cuda means cuda:LOCAL_RANK)")
@@ -95,8 +97,8 @@ def decode(item: plan.Item, sample_rate: int):
     return item, audio, None
 
 
-def prefetched(fn, jobs: list, ahead: int = 2):
-    """Yields fn(job) for each job in order, computing the next ones in a thread."""
+def prefetched(fn, jobs: list, ahead: int = 4):
+    """Yields fn(job) for each job in order, computing the next `ahead` in a thread."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = collections.deque()
         for job in jobs:
@@ -105,28 +107,6 @@ def prefetched(fn, jobs: list, ahead: int = 2):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def embed_batch(decoded, model, scene: bool, autocast) -> dict:
-    """Files of equal length go through the HEAR API together.
-    -> {item: (embedding (T, E) or (E,), timestamps (T,) or None)}."""
-    by_length: dict[int, list] = {}
-    for item, audio, _ in decoded:
-        if audio is not None:
-            by_length.setdefault(audio.shape[0], []).append((item, audio))
-    results = {}
-    for members in by_length.values():
-        wave = torch.stack([audio for _, audio in members]).to(model.device)  # (n, samples)
-        with autocast:
-            if scene:
-                embeddings, timestamps = get_scene_embeddings(wave, model), None
-            else:
-                embeddings, timestamps = get_timestamp_embeddings(wave, model)
-        embeddings = embeddings.cpu().numpy()
-        timestamps = None if timestamps is None else timestamps.cpu().numpy()
-        for row, (item, _) in enumerate(members):
-            results[item] = (embeddings[row], None if timestamps is None else timestamps[row])
-    return results
 
 
 def shard_arrays(unit, results: dict, failed: dict, scene: bool, width: int) -> dict:
@@ -148,12 +128,71 @@ def shard_arrays(unit, results: dict, failed: dict, scene: bool, width: int) -> 
     return arrays
 
 
-def write_outputs(out: Path, results: dict, scene: bool) -> None:
-    for item, (embedding, timestamps) in results.items():
-        paths = plan.output_paths(out, item, scene)
-        if not scene:
-            files.write_npy(paths[0], timestamps)
-        files.write_npy(paths[-1], embedding)
+class Embedder:
+    """Takes decoded files in order; consecutive files of equal length (up to --batch)
+    go through the HEAR API in one call; a finished unit is written."""
+
+    def __init__(self, args, model, out: Path, bar):
+        self.args, self.model, self.out, self.bar = args, model, out, bar
+        dtype = DTYPES[args.dtype]
+        self.autocast = torch.autocast(model.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        self.group: list = []    # (item, audio (n_samples,)) waiting for one call
+        self.results: dict = {}  # item -> (embedding, timestamps or None), until its unit is written
+        self.failed: dict = {}   # item -> why
+        self.embedded, self.seconds = 0, 0.0
+
+    def add(self, item, audio, reason) -> None:
+        if reason is not None:
+            self.failed[item] = reason
+            self.bar.write(f"embed: failed: {item.source}: {reason}", file=sys.stderr)
+            self.bar.update(1)
+            return
+        if self.group and (len(self.group) == self.args.batch or self.group[0][1].shape != audio.shape):
+            self.flush()
+        self.group.append((item, audio))
+
+    def flush(self) -> None:
+        if not self.group:
+            return
+        wave = torch.stack([audio for _, audio in self.group]).to(self.model.device)  # (n, samples)
+        with self.autocast:
+            if self.args.scene:
+                embeddings, timestamps = get_scene_embeddings(wave, self.model), None
+            else:
+                embeddings, timestamps = get_timestamp_embeddings(wave, self.model)
+        embeddings = embeddings.cpu().numpy()
+        timestamps = None if timestamps is None else timestamps.cpu().numpy()
+        for row, (item, _) in enumerate(self.group):
+            self.results[item] = (embeddings[row], None if timestamps is None else timestamps[row])
+        self.embedded += len(self.group)
+        self.seconds += wave.shape[0] * wave.shape[1] / self.model.sample_rate
+        self.bar.update(len(self.group))
+        self.group = []
+
+    def write_unit(self, index: int, unit: list) -> None:
+        self.flush()
+        if self.args.shard_size:
+            arrays = shard_arrays(unit, self.results, self.failed, self.args.scene,
+                                  self.model.timestamp_embedding_size)
+            files.write_npz(plan.shard_path(self.out, index), arrays)
+        else:
+            for item, (embedding, timestamps) in self.results.items():
+                paths = plan.output_paths(self.out, item, self.args.scene)
+                if timestamps is not None:
+                    files.write_npy(paths[0], timestamps)
+                files.write_npy(paths[-1], embedding)
+        self.results = {}
+
+
+def open_model(args, local_rank: int):
+    """-> (HearModel on its device, checkpoint path)."""
+    device = pick_device(args.device, local_rank)
+    path = resolve_checkpoint(args.model)
+    try:
+        model = load_model(str(path), layer=args.layer).to(device)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return model, path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,68 +201,46 @@ def run(args: argparse.Namespace) -> int:
     rank, world, local_rank = (int(os.environ.get(name, default)) for name, default in
                                (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))  # torchrun's
     items = plan.collect_inputs(args.inputs)
-    device = pick_device(args.device, local_rank)
-    path = resolve_checkpoint(args.model)
-    try:
-        model = load_model(str(path), layer=args.layer).to(device)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    width = model.timestamp_embedding_size
+    model, path = open_model(args, local_rank)
     out = args.out
     plan.check_settings(out, {
         "model_sha256": files.sha256_of(path), "layer": model.layer, "standardise": model.standardise,
-        "sample_rate": model.sample_rate, "embedding_size": width, "scene": args.scene,
-        "shard_size": args.shard_size, "dtype": args.dtype,
+        "sample_rate": model.sample_rate, "embedding_size": model.timestamp_embedding_size,
+        "scene": args.scene, "shard_size": args.shard_size, "dtype": args.dtype,
     }, notes={"model": str(path)})
-    autocast = (torch.autocast(device.type, dtype=DTYPES[args.dtype]) if DTYPES[args.dtype]
-                else contextlib.nullcontext())
 
     def to_compute(index, unit) -> list:  # a shard is done as a whole, files one by one
         if args.shard_size:
             return [] if plan.shard_path(out, index).exists() else unit
         return [item for item in unit if not plan.output_paths(out, item, args.scene)[-1].exists()]
 
-    mine = plan.units(items, args.shard_size or args.batch, rank, world)
-    todo = {index: work for index, unit in mine if (work := to_compute(index, unit))}
-    units = dict(mine)
-    batches = [(index, work[i:i + args.batch]) for index, work in todo.items()
-               for i in range(0, len(work), args.batch)]
-    total = sum(len(unit) for _, unit in mine)
-    skipped = total - sum(len(work) for work in todo.values())
+    mine = dict(plan.units(items, args.shard_size or args.batch, rank, world))
+    todo = {index: work for index, unit in mine.items() if (work := to_compute(index, unit))}
+    jobs = [(index, item) for index, work in todo.items() for item in work]
+    total = sum(map(len, mine.values()))
+    skipped = total - len(jobs)
 
-    failed: dict = {}
-    embedded, seconds, results = 0, 0.0, {}
     label = f"embed rank {rank}/{world}" if world > 1 else "embed"
     bar = tqdm(total=total, initial=skipped, desc=label, unit="file", disable=not sys.stderr.isatty())
+    job = Embedder(args, model, out, bar)
     start = time.perf_counter()
-    decoder = prefetched(lambda job: [decode(item, model.sample_rate) for item in job[1]], batches)
-    for (index, batch), decoded in zip(batches, decoder):
-        for item, _, reason in decoded:
-            if reason is not None:
-                failed[item] = reason
-                bar.write(f"embed: failed: {item.source}: {reason}", file=sys.stderr)
-        results.update(embed_batch(decoded, model, args.scene, autocast))
-        embedded += sum(audio is not None for _, audio, _ in decoded)
-        seconds += sum(audio.shape[0] for _, audio, _ in decoded if audio is not None) / model.sample_rate
-        if batch[-1] is todo[index][-1]:  # the unit is complete: write it
-            if args.shard_size:
-                files.write_npz(plan.shard_path(out, index),
-                                shard_arrays(units[index], results, failed, args.scene, width))
-            else:
-                write_outputs(out, results, args.scene)
-            results = {}
-        bar.update(len(batch))
-        bar.set_postfix_str(f"{seconds / 3600 / (time.perf_counter() - start):.3g} audio h/s")
+    decoded = prefetched(lambda j: decode(j[1], model.sample_rate), jobs)
+    for (index, item), result in zip(jobs, decoded):
+        job.add(*result)
+        if item is todo[index][-1]:
+            job.write_unit(index, mine[index])
+        bar.set_postfix_str(f"{job.seconds / 3600 / (time.perf_counter() - start):.3g} audio h/s",
+                            refresh=False)
     bar.close()
 
     elapsed = time.perf_counter() - start
-    failed_list = plan.failed_path(out, rank, world)  # the failures of the last run that worked
-    if failed:
-        files.write_text(failed_list, "".join(f"{i.source}\t{why}\n" for i, why in failed.items()))
-    elif batches:
+    failed_list = plan.failed_path(out, rank, world)  # the failures of the last run with work to do
+    if job.failed:
+        files.write_text(failed_list, "".join(f"{i.source}\t{why}\n" for i, why in job.failed.items()))
+    elif jobs:
         failed_list.unlink(missing_ok=True)
-    rate = seconds / 3600 / elapsed if elapsed > 0 else 0.0
-    print(f"{label}: {embedded} files embedded ({seconds / 3600:.3f} h of audio in {elapsed:.1f} s, "
-          f"{rate:.3g} audio h/s), {skipped} already done, {len(failed)} failed"
-          + (f" (listed in {failed_list})" if failed else "") + f" -> {out}")
-    return 1 if failed and not (embedded or skipped) else 0
+    rate = job.seconds / 3600 / elapsed if elapsed > 0 else 0.0
+    print(f"{label}: {job.embedded} files embedded ({job.seconds / 3600:.3f} h of audio in "
+          f"{elapsed:.1f} s, {rate:.3g} audio h/s), {skipped} already done, {len(job.failed)} failed"
+          + (f" (listed in {failed_list})" if job.failed else "") + f" -> {out}")
+    return 1 if job.failed and not (job.embedded or skipped) else 0

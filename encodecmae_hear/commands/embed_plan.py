@@ -7,9 +7,10 @@ Inputs are audio files, folders (searched recursively for the extensions of
 working folder, as training reads them). Every file is named by its path below the
 deepest folder that holds all inputs, and its outputs mirror that tree under --out.
 
-The sorted files are cut into consecutive units (a shard, or a batch of --batch files)
-and unit k belongs to process k % WORLD_SIZE. A unit is computed the same way whatever
-the number of processes, so the outputs do not depend on it.
+The sorted files are cut into consecutive units (a shard, or --batch files) and unit k
+belongs to process k % WORLD_SIZE. A unit is computed the same way whatever the number
+of processes (the same files in the same HEAR calls), so the outputs do not depend on
+it. A resumed run computes the files of a unit that have no output yet (a shard: all).
 """
 from __future__ import annotations
 
