@@ -46,25 +46,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="audio files, folders (searched recursively) or manifests (.jsonl, "
                              "a \"path\" per line); any sample rate and channel count")
-    parser.add_argument("--out", required=True, type=Path,
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output folder; re-running with the same settings resumes")
-    parser.add_argument("--model", default="",
-                        help="checkpoint path or name (default: the bundled checkpoints/default.pt)")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint path or name; None: the bundled checkpoints/default.pt")
     parser.add_argument("--layer", default=None,
                         help="layer option of load_model: last, an index, mean, concat, "
-                             "input+concat (default: the checkpoint's recommendation)")
+                             "input+concat; None: the checkpoint's recommendation")
     parser.add_argument("--scene", action="store_true",
                         help="one (E,) vector per file, the mean over time, instead of frames")
-    parser.add_argument("--shard-size", type=int, default=0,
+    parser.add_argument("--shard-size", type=int, default=0, metavar="N",
                         help="write N inputs per shard-NNNNNN.npz instead of one file per input "
-                             "(a shard is held in memory until it is written)")
-    parser.add_argument("--batch", type=int, default=16,
+                             "(a shard is held in memory until it is written); 0: no shards")
+    parser.add_argument("--batch", type=int, default=16, metavar="N",
                         help="at most N files per HEAR call: consecutive files of equal length "
                              "(after resampling) are embedded together, which helps a GPU with "
                              "many short clips; also the share size between processes")
     parser.add_argument("--device", default=None,
-                        help="cpu, cuda or cuda:N (default: cuda if available; under torchrun "
-                             "cuda means cuda:LOCAL_RANK)")
+                        help="cpu, cuda or cuda:N; None: cuda if available. Under torchrun "
+                             "cuda means cuda:LOCAL_RANK")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                         help="bf16 runs the model under torch.autocast; outputs stay float32")
 
@@ -187,7 +187,7 @@ class Embedder:
 def open_model(args, local_rank: int):
     """-> (HearModel on its device, checkpoint path)."""
     device = pick_device(args.device, local_rank)
-    path = resolve_checkpoint(args.model)
+    path = resolve_checkpoint(args.model or "")
     try:
         model = load_model(str(path), layer=args.layer).to(device)
     except ValueError as err:
