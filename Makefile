@@ -14,6 +14,7 @@ help:
 	@echo "make demo      install if needed, validate the bundled model, time embeddings"
 	@echo "make test      install if needed, run the whole test suite"
 	@echo "make bench     embedding speed and memory benchmark (prints figures)"
+	@echo "make embed     AUDIO='files, folders or .jsonl' OUT=dir MODEL= DEVICE= GPUS=1 ARGS='--scene': embed your audio (re-run: resumes)"
 	@echo "make manifest  AUDIO='dir ...' DATA=corpus.jsonl: scan audio for training"
 	@echo "make pretrain  DATA= PRESET=base FRONTEND=mel256 STEPS= BATCH=128 OUT= GPUS=1 (re-run: resumes)"
 	@echo "               DATA: a folder of audio, a manifest .jsonl or a folder of .tar shards"
@@ -95,6 +96,11 @@ bench-train: $(STAMP)
 # runs/gpu-check; the training run uses $(CORPUS)/packed when it is there.
 gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py $(if $(OUT),--out $(OUT)) $(if $(wildcard $(CORPUS)/packed),--data $(CORPUS)/packed)
+
+# --- Embeddings of your own audio (docs/EMBED.md); GPUS=N runs N processes with torchrun.
+.PHONY: embed
+embed: $(STAMP)
+	$(LAUNCH) embed $(AUDIO) --out $(OUT) $(if $(MODEL),--model $(MODEL)) $(if $(DEVICE),--device $(DEVICE)) $(ARGS)
 
 CORPUS  ?= ../corpus
 TASKS   ?= ../heldout_tasks

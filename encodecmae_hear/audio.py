@@ -12,6 +12,7 @@ import math
 from typing import Iterator
 
 import numpy as np
+import soundfile as sf
 import torch
 import torchaudio
 
@@ -116,3 +117,14 @@ class Chunker:
             if valid < CHUNK_SAMPLES:
                 chunk = torch.nn.functional.pad(chunk, (0, CHUNK_SAMPLES - valid))
             yield chunk, valid
+
+
+def load_audio(path, sample_rate: int) -> torch.Tensor:
+    """An audio file that soundfile reads (any rate, any channel count) -> mono float32
+    (n_samples,) at `sample_rate`: the channels are averaged, then `resample`d from the
+    file's rate. soundfile's errors (unreadable, unknown format) name the file."""
+    with sf.SoundFile(str(path)) as f:
+        rate = f.samplerate
+        data = f.read(dtype="float32", always_2d=True)  # (n_samples, channels)
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    return resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, sample_rate)

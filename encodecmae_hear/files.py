@@ -7,9 +7,11 @@ import contextlib
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import IO, Iterator
 
+import numpy as np
 import torch
 
 
@@ -66,3 +68,18 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_npy(path: str | os.PathLike, array) -> None:
+    with atomic_open(path, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict) -> None:
+    """Like np.savez (np.load reads it), but the same arrays give the same bytes: the
+    zip members carry a fixed date instead of the time of writing."""
+    with atomic_open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asarray(array), allow_pickle=False)

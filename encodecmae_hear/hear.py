@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from encodecmae_hear.audio import Chunker, check_audio, num_frames
+from encodecmae_hear.audio import Chunker, check_audio, load_audio, num_frames
 from encodecmae_hear.checkpoint import load_checkpoint
 from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
 
@@ -157,3 +157,14 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
 def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
     """-> (n_sounds, E): the mean over time of the timestamp embeddings."""
     return model.embed(audio, scene=True)
+
+
+def embed_file(path, model: HearModel, scene: bool = False):
+    """One audio file, as the `embed` command does it: decoded with `load_audio` (mono,
+    at model.sample_rate), moved to the model's device, then through the HEAR API.
+    -> (embeddings (n_frames, E), timestamps in ms (n_frames,)), or with `scene` (E,)."""
+    audio = load_audio(path, model.sample_rate)[None].to(model.device)  # (1, n_samples)
+    if scene:
+        return get_scene_embeddings(audio, model)[0]
+    embeddings, timestamps = get_timestamp_embeddings(audio, model)
+    return embeddings[0], timestamps[0]

@@ -1,0 +1,246 @@
+"""`embed`: embeddings of your own audio files, through the HEAR API, at any scale.
+
+    python -m encodecmae_hear embed recordings/ --out embeddings/
+    python -m encodecmae_hear embed corpus.jsonl --out emb/ --scene --shard-size 10000
+    torchrun --nproc_per_node=8 -m encodecmae_hear embed corpus.jsonl --out emb/ --device cuda
+
+Every file is decoded with soundfile, its channels averaged, resampled with the
+project's resampler to the model's HEAR rate (`audio.load_audio`), then embedded by
+`get_timestamp_embeddings` (or `get_scene_embeddings` with --scene): the numbers HEAR
+gets for that audio. Outputs mirror the input tree under --out, in heareval's names:
+`a.wav.embedding.npy` (n_frames, E) float32 and `a.wav.timestamps.npy` (n_frames,)
+frame centres in ms; with --scene only `a.wav.embedding.npy` (E,). With --shard-size N,
+N inputs per `shard-000000.npz` instead (see `shard_arrays`).
+
+Re-running skips finished outputs, so a killed job continues where it stopped. Files
+that cannot be decoded or embedded are listed (stderr, `failed.txt`) and skipped.
+Under torchrun (WORLD_SIZE, RANK) each process takes its share of the inputs
+(embed_plan.py) and the outputs are the same as one process writes.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from encodecmae_hear import files
+from encodecmae_hear.audio import check_audio, load_audio
+from encodecmae_hear.checkpoint import resolve_checkpoint
+from encodecmae_hear.commands import embed_plan as plan
+from encodecmae_hear.errors import UserError
+from encodecmae_hear.hear import get_scene_embeddings, get_timestamp_embeddings, load_model
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="audio files, folders (searched recursively) or manifests (.jsonl, "
+                             "a \"path\" per line); any sample rate and channel count")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output folder; re-running with the same settings resumes")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint path or name; None: the bundled checkpoints/default.pt")
+    parser.add_argument("--layer", default=None,
+                        help="layer option of load_model: last, an index, mean, concat, "
+                             "input+concat; None: the checkpoint's recommendation")
+    parser.add_argument("--scene", action="store_true",
+                        help="one (E,) vector per file, the mean over time, instead of frames")
+    parser.add_argument("--shard-size", type=int, default=0, metavar="N",
+                        help="write N inputs per shard-NNNNNN.npz instead of one file per input "
+                             "(a shard is held in memory until it is written); 0: no shards")
+    parser.add_argument("--batch", type=int, default=16, metavar="N",
+                        help="at most N files per HEAR call: consecutive files of equal length "
+                             "(after resampling) are embedded together, which helps a GPU with "
+                             "many short clips; also the share size between processes")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda or cuda:N; None: cuda if available. Under torchrun "
+                             "cuda means cuda:LOCAL_RANK")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
+                        help="bf16 runs the model under torch.autocast; outputs stay float32")
+
+
+def pick_device(name: str | None, local_rank: int) -> torch.device:
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"--device {name!r}: {err}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA device is available; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    return device
+
+
+def decode(item: plan.Item, sample_rate: int):
+    """-> (item, mono audio at `sample_rate`, None) or (item, None, why it failed)."""
+    try:
+        audio = load_audio(item.source, sample_rate)
+    except Exception as err:  # soundfile raises RuntimeError, LibsndfileError, TypeError, OSError
+        return item, None, f"cannot decode: {' '.join(str(err).split())[:300]}"
+    try:
+        check_audio(audio[None], sample_rate)  # the HEAR API's own input check, per file
+    except ValueError as err:
+        return item, None, str(err)
+    return item, audio, None
+
+
+def prefetched(fn, jobs: list, ahead: int = 4):
+    """Yields fn(job) for each job in order, computing the next `ahead` in a thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = collections.deque()
+        for job in jobs:
+            pending.append(pool.submit(fn, job))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def shard_arrays(unit, results: dict, failed: dict, scene: bool, width: int) -> dict:
+    """A shard's arrays: `names` (n,) of the embedded inputs in order; `embeddings`
+    (n, E) with --scene, else all frames one after another (sum of T, E) with
+    `timestamps` (sum of T,) and `offsets` (n + 1,): input i is rows offsets[i]:offsets[i+1];
+    `failed` (names of this shard's inputs that could not be embedded)."""
+    done = [item for item in unit if item in results]
+    arrays = {"names": np.array([item.name for item in done], dtype=str)}
+    rows = [results[item][0] for item in done]
+    if scene:
+        arrays["embeddings"] = np.stack(rows) if rows else np.zeros((0, width), np.float32)
+    else:
+        arrays["embeddings"] = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+        arrays["timestamps"] = np.concatenate([results[i][1] for i in done]) if rows \
+            else np.zeros(0, np.float32)
+        arrays["offsets"] = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+    arrays["failed"] = np.array([item.name for item in unit if item in failed], dtype=str)
+    return arrays
+
+
+class Embedder:
+    """Takes decoded files in order; consecutive files of equal length (up to --batch)
+    go through the HEAR API in one call; a finished unit is written."""
+
+    def __init__(self, args, model, out: Path, bar):
+        self.args, self.model, self.out, self.bar = args, model, out, bar
+        dtype = DTYPES[args.dtype]
+        self.autocast = torch.autocast(model.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        self.group: list = []    # (item, audio (n_samples,)) waiting for one call
+        self.results: dict = {}  # item -> (embedding, timestamps or None), until its unit is written
+        self.failed: dict = {}   # item -> why
+        self.embedded, self.seconds = 0, 0.0
+
+    def add(self, item, audio, reason) -> None:
+        if reason is not None:
+            self.failed[item] = reason
+            self.bar.write(f"embed: failed: {item.source}: {reason}", file=sys.stderr)
+            self.bar.update(1)
+            return
+        if self.group and (len(self.group) == self.args.batch or self.group[0][1].shape != audio.shape):
+            self.flush()
+        self.group.append((item, audio))
+
+    def flush(self) -> None:
+        if not self.group:
+            return
+        wave = torch.stack([audio for _, audio in self.group]).to(self.model.device)  # (n, samples)
+        with self.autocast:
+            if self.args.scene:
+                embeddings, timestamps = get_scene_embeddings(wave, self.model), None
+            else:
+                embeddings, timestamps = get_timestamp_embeddings(wave, self.model)
+        embeddings = embeddings.cpu().numpy()
+        timestamps = None if timestamps is None else timestamps.cpu().numpy()
+        for row, (item, _) in enumerate(self.group):
+            self.results[item] = (embeddings[row], None if timestamps is None else timestamps[row])
+        self.embedded += len(self.group)
+        self.seconds += wave.shape[0] * wave.shape[1] / self.model.sample_rate
+        self.bar.update(len(self.group))
+        self.group = []
+
+    def write_unit(self, index: int, unit: list) -> None:
+        self.flush()
+        if self.args.shard_size:
+            arrays = shard_arrays(unit, self.results, self.failed, self.args.scene,
+                                  self.model.timestamp_embedding_size)
+            files.write_npz(plan.shard_path(self.out, index), arrays)
+        else:
+            for item, (embedding, timestamps) in self.results.items():
+                paths = plan.output_paths(self.out, item, self.args.scene)
+                if timestamps is not None:
+                    files.write_npy(paths[0], timestamps)
+                files.write_npy(paths[-1], embedding)
+        self.results = {}
+
+
+def open_model(args, local_rank: int):
+    """-> (HearModel on its device, checkpoint path)."""
+    device = pick_device(args.device, local_rank)
+    path = resolve_checkpoint(args.model or "")
+    try:
+        model = load_model(str(path), layer=args.layer).to(device)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return model, path
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch < 1 or args.shard_size < 0:
+        raise UserError(f"--batch must be >= 1 and --shard-size >= 0; got {args.batch} and {args.shard_size}")
+    rank, world, local_rank = (int(os.environ.get(name, default)) for name, default in
+                               (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))  # torchrun's
+    items = plan.collect_inputs(args.inputs)
+    model, path = open_model(args, local_rank)
+    out = args.out
+    plan.check_settings(out, {
+        "model_sha256": files.sha256_of(path), "layer": model.layer, "standardise": model.standardise,
+        "sample_rate": model.sample_rate, "embedding_size": model.timestamp_embedding_size,
+        "scene": args.scene, "shard_size": args.shard_size, "dtype": args.dtype,
+    }, notes={"model": str(path)})
+
+    def to_compute(index, unit) -> list:  # a shard is done as a whole, files one by one
+        if args.shard_size:
+            return [] if plan.shard_path(out, index).exists() else unit
+        return [item for item in unit if not plan.output_paths(out, item, args.scene)[-1].exists()]
+
+    mine = dict(plan.units(items, args.shard_size or args.batch, rank, world))
+    todo = {index: work for index, unit in mine.items() if (work := to_compute(index, unit))}
+    jobs = [(index, item) for index, work in todo.items() for item in work]
+    total = sum(map(len, mine.values()))
+    skipped = total - len(jobs)
+
+    label = f"embed rank {rank}/{world}" if world > 1 else "embed"
+    bar = tqdm(total=total, initial=skipped, desc=label, unit="file", disable=not sys.stderr.isatty())
+    job = Embedder(args, model, out, bar)
+    start = time.perf_counter()
+    decoded = prefetched(lambda j: decode(j[1], model.sample_rate), jobs)
+    for (index, item), result in zip(jobs, decoded):
+        job.add(*result)
+        if item is todo[index][-1]:
+            job.write_unit(index, mine[index])
+        bar.set_postfix_str(f"{job.seconds / 3600 / (time.perf_counter() - start):.3g} audio h/s",
+                            refresh=False)
+    bar.close()
+
+    elapsed = time.perf_counter() - start
+    failed_list = plan.failed_path(out, rank, world)  # the failures of the last run with work to do
+    if job.failed:
+        files.write_text(failed_list, "".join(f"{i.source}\t{why}\n" for i, why in job.failed.items()))
+    elif jobs:
+        failed_list.unlink(missing_ok=True)
+    rate = job.seconds / 3600 / elapsed if elapsed > 0 else 0.0
+    print(f"{label}: {job.embedded} files embedded ({job.seconds / 3600:.3f} h of audio in "
+          f"{elapsed:.1f} s, {rate:.3g} audio h/s), {skipped} already done, {len(job.failed)} failed"
+          + (f" (listed in {failed_list})" if job.failed else "") + f" -> {out}")
+    return 1 if job.failed and not (job.embedded or skipped) else 0
