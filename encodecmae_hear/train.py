@@ -250,14 +250,17 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
                 totals[key] = totals.get(key, 0.0) + value.detach().float() / accum
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
-        # One sync per step: the loss must be finite everywhere, all stop together, and
-        # skipped files are counted over all processes.
+        # One sync per step: the loss must be finite everywhere, all stop together,
+        # skipped files are counted over all processes, and the metrics logged are the
+        # means over processes (the global batch's, as with one process).
+        names = sorted(totals)
         flags = torch.tensor([float(stop.received is not None), float(failed)])
-        check = torch.cat([totals["loss"][None], flags.to(totals["loss"].device)])
+        check = torch.cat([torch.stack([totals[k] for k in names]), flags.to(totals["loss"].device)])
         if proc.world > 1:
             dist.all_reduce(check)
-        skipped_files += int(check[2])
-        if not math.isfinite(float(check[0])):
+            totals = {k: check[i] / proc.world for i, k in enumerate(names)}
+        skipped_files += int(check[-1])
+        if not math.isfinite(float(totals["loss"])):
             stop.close()
             raise NonFiniteLoss(f"loss is {float(totals['loss'])} at step {step} (lr {lr:.3g}); "
                                 f"the last checkpoint in {run_dir} is intact. Lower the lr, "
@@ -280,7 +283,7 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record.get('masked_accuracy', 0):.3f}",
                             sps=f"{record['samples_per_s']:.1f}", refresh=False)
             window_start, window_steps = time.perf_counter(), 0
-        if float(check[1]) > 0:
+        if float(check[-2]) > 0:
             status = stop.received or "SIGTERM"
             log(f"{status}: saving step {step} and stopping")
             save(step)

@@ -89,6 +89,13 @@ def test_ddp_on_two_processes_equals_one_process_with_accumulation(run_a, corpus
     single = read_checkpoint(run_a / "step-000000004.pt")
     for key, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, rtol=0, atol=1e-6)
+    # The weights are blind to a global gradient scale (clipping at 1.0, then AdamW):
+    # the gradient norm before clipping is not (DDP's sum instead of mean, or a lost
+    # division by the accumulation count, doubles it). Losses: the global batch's.
+    ddp_steps, single_steps = metrics(out), metrics(run_a)
+    assert [r["step"] for r in ddp_steps] == [r["step"] for r in single_steps] == [1, 2, 3, 4]
+    for key in ("grad_norm", "loss", "masked_loss", "unmasked_loss", "masked_accuracy"):
+        assert [r[key] for r in ddp_steps] == pytest.approx([r[key] for r in single_steps], rel=1e-5), key
 
 
 def test_selftrain_keeps_lineage_and_skips_a_corrupt_file(run_a, tmp_path):
