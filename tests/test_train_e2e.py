@@ -70,6 +70,31 @@ def test_sigterm_then_resume_reaches_the_same_weights(run_a, corpus, tmp_path):
     assert [r["loss"] for r in metrics(run_a)] == [r["loss"] for r in metrics(out)]
 
 
+def test_sigint_then_resume_reaches_the_same_weights(run_a, corpus, tmp_path, monkeypatch):
+    """Ctrl-C: a real SIGINT, raised in-process during step 2 (so it lands at a known
+    step), makes pretrain save step 2 and return 130; --resume then reaches run A."""
+    out = tmp_path / "C"
+    clip, steps = torch.nn.utils.clip_grad_norm_, []
+
+    def clip_and_interrupt_step_2(*args, **kwargs):
+        steps.append(len(steps) + 1)
+        if len(steps) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_and_interrupt_step_2)
+    assert main(["pretrain", *tiny_args(corpus, out, 4)]) == 130
+    assert [p.name for p in out.glob("step-*.pt")] == ["step-000000002.pt"]
+    assert not (out / "model.pt").exists() and "SIGINT: saving step 2" in (out / "train.log").read_text()
+    monkeypatch.undo()
+    assert main(["pretrain", *tiny_args(corpus, out, 4), "--resume"]) == 0
+    a, b = read_checkpoint(run_a / "step-000000004.pt"), read_checkpoint(out / "step-000000004.pt")
+    assert _same_state(a["model"], b["model"])
+    for key, state in a["training"]["optimizer"]["state"].items():
+        assert _same_state(state, b["training"]["optimizer"]["state"][key])
+    assert [r["loss"] for r in metrics(run_a)] == [r["loss"] for r in metrics(out)]
+
+
 def test_refuses_to_overwrite_a_run_without_resume(run_a, corpus):
     with pytest.raises(SystemExit, match="--resume"):
         main(["pretrain", *tiny_args(corpus, run_a, 4)])
