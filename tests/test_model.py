@@ -26,6 +26,7 @@ def test_paper_sizes_follow_from_the_counting_rule():
         with torch.device("meta"):
             stack = TransformerStack(cfg.dim, cfg.encoder_layers, cfg.encoder_heads, cfg.ff_dim,
                                      share_ffn=False)
+        assert all(p.is_meta for p in stack.parameters())
         assert count_parameters(stack) == encoder_paper_count(cfg)
         assert math.floor(encoder_paper_count(cfg) / 1e6) == paper_millions
     assert round(encoder_paper_count(preset("small")) / 1e6, 2) == 43.29
@@ -39,7 +40,9 @@ def test_stored_parameter_counts_match_the_released_reference_models(size):
     # The reference's own counts (EnCodec frontend, shared FFN) at their published
     # precision; the model is built on the meta device (no 230M real parameters).
     with torch.device("meta"):
-        counts = breakdown(EncodecMAE(preset(size, "encodec")))
+        model = EncodecMAE(preset(size, "encodec"))
+    assert all(p.is_meta for p in model.parameters())  # nothing allocated
+    counts = breakdown(model)
     released = REFERENCE_COUNTS["released"][size]
     assert set(released) == {"total", "frontend", "decoder", "head"}
     for part, (millions, decimals) in released.items():
