@@ -1,5 +1,6 @@
 """Training data: manifest scan, crops, skipped files, resumable order, tar shards."""
 import json
+import tarfile
 
 import numpy as np
 import soundfile as sf
@@ -100,3 +101,50 @@ def test_tar_shards_serve_the_same_batches_and_resume(tmp_path):
     assert all(b["wav"].shape == (2, 24000) and not b["failed"] for b in straight)
     for a, b in zip(straight[5:], take(5, 4)):
         assert torch.equal(a["wav"], b["wav"]) and torch.equal(a["lengths"], b["lengths"])
+
+
+def _source_of(crop: np.ndarray, sources: dict) -> tuple[str, int]:
+    """(file name, offset) of the verbatim slice of a source that `crop` is."""
+    for name, audio in sources.items():
+        for start in np.flatnonzero(audio[: len(audio) - len(crop) + 1] == crop[0]):
+            if np.array_equal(audio[start: start + len(crop)], crop):
+                return name, int(start)
+    raise AssertionError("crop matches no slice of any source file")
+
+
+def test_two_ranks_read_their_own_shards_crops_of_their_sources_and_survive_a_damaged_one(tmp_path):
+    """World size 2: rank r reads exactly the shards i with i % 2 == r, every crop is a
+    slice of the file the shard packed (24 kHz mono sources: no resampling), and a
+    damaged shard is reported once per epoch by its rank, which goes on with the rest."""
+    files = write_corpus(tmp_path / "audio", [(f"{i}.wav", 24000, 1.5 + i, 1) for i in range(8)])
+    records = read_manifest(write_manifest(tmp_path / "m.jsonl", files))
+    shards = write_shards(records, tmp_path / "shards", per_shard=2)  # 4 shards of 2 files
+    packed = []  # shard index -> names of the files it holds
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            packed.append({json.loads(tar.extractfile(m).read())["path"]
+                           for m in tar.getmembers() if m.name.endswith(".json")})
+    assert set().union(*packed) == {f.name for f in files}
+    shards[3].write_bytes(b"not a tar file " * 64)
+    sources = {f.name: sf.read(f, dtype="float32")[0] for f in files}
+    crops_per_epoch = {f.name: int(sf.info(f).duration // 1.0) for f in files}
+
+    read = {}
+    for rank in (0, 1):
+        source = ShardSource(tmp_path / "shards", seed=5, crop_seconds=1.0)
+        own = [i for i in range(4) if i % 2 == rank]
+        expected = sum(crops_per_epoch[name] for i in own if i != 3 for name in packed[i])
+        batches = iter(make_loader(source, 1, rank, 2, 5, 0, num_workers=0))
+        epoch = [next(batches) for _ in range(expected + (3 in own))]  # micro-batches of 1
+        failed = [name for batch in epoch for name in batch["failed"]]
+        assert len(failed) == (3 in own) and all("shard-000003.tar (bad shard:" in f for f in failed)
+        names = []
+        for batch in epoch:
+            for wav, valid in zip(batch["wav"], batch["lengths"]):
+                assert valid == 24000
+                names.append(_source_of(wav.numpy(), sources)[0])
+        assert sorted(names) == sorted(name for i in own if i != 3 for name in packed[i]
+                                       for _ in range(crops_per_epoch[name]))
+        read[rank] = set(names)
+    assert not read[0] & read[1]  # no file is read by both ranks
+    assert read[0] | read[1] == set().union(*packed[:3])

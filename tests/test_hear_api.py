@@ -1,12 +1,19 @@
 """HEAR rules (SPEC section 6) on a tiny model: shapes, timestamps, rates, independence."""
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
+import torchaudio
 
-from encodecmae_hear.audio import Chunker
-from encodecmae_hear.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings
+from encodecmae_hear.audio import HEAR_SAMPLE_RATES, Chunker, num_frames
+from encodecmae_hear.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings, load_model
+from encodecmae_hear.model.config import preset
+from encodecmae_hear.model.mae import EncodecMAE
 from tests.conftest import tone_mix
+from tests.train_helpers import ROOT
 
 
 def expected_frames(n_samples, sample_rate):
@@ -168,3 +175,127 @@ def test_encodec_frontend_through_the_hear_path(tiny_encodec):
     assert emb.shape == (2, expected_frames(audio.shape[1], 16000), 64)
     alone, _ = get_timestamp_embeddings(audio[1:], model)
     torch.testing.assert_close(emb[1], alone[0], atol=1e-5, rtol=1e-5)
+
+
+# README's guarantees, each against an independent computation ------------------------
+
+@pytest.mark.parametrize("tail", [320 * 37, 320 * 37 + 200])
+def test_padded_frames_of_the_last_window_are_masked(tiny_mel, tail):
+    """The last window's frames equal encode(window, its valid samples), which masks the
+    zero padding as padded keys, and not the window unmasked. Three sounds in one batch,
+    so the tail windows sit at batch positions 1, 3 and 5 (the reference's valid length,
+    min(len - b, 96000), depends on the position b); a tail of whole frames (320 k
+    samples) and one of k frames + 200 samples catch an off-by-one either way."""
+    sounds = tone_mix((96000 + tail) / 24000, 48000, seed=11, n=3)
+    emb, _ = get_timestamp_embeddings(sounds, HearModel(tiny_mel, sample_rate=48000))
+    frames = -(-tail // 320)  # every frame that holds audio: all centres lie inside
+    assert emb.shape[1] == 300 + frames
+    for i in range(3):
+        *_, (window, valid) = Chunker(48000).chunks(sounds[i])
+        assert valid == tail and not window[valid:].any()
+        with torch.no_grad():
+            masked = tiny_mel.encode(window[None], torch.tensor([valid]))[-1][0, :frames]
+            unmasked = tiny_mel.encode(window[None])[-1][0, :frames]
+        torch.testing.assert_close(emb[i, 300:], masked, atol=1e-5, rtol=1e-5)
+        assert (masked - unmasked).abs().max() > 1e-2  # the mask matters here
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return EncodecMAE(preset("tiny")).eval()
+
+
+@pytest.mark.parametrize("chunk_batch_size", [1, 4])
+def test_chunk_batch_size_bounds_every_encoder_call(monkeypatch, chunk_batch_size):
+    mae = _tiny_model()
+    calls, encode = [], mae.encode
+
+    def spy(wav, lengths=None, **options):
+        calls.append(wav.shape[0])
+        return encode(wav, lengths, **options)
+
+    monkeypatch.setattr(mae, "encode", spy)
+    model = HearModel(mae, 16000, chunk_batch_size=chunk_batch_size)
+    audio = tone_mix(5.0, 16000, seed=12, n=3)  # 2 windows each (4 s + 1 s): 6 in all
+    for embed in (get_timestamp_embeddings, get_scene_embeddings):
+        calls.clear()
+        embed(audio, model)
+        full, rest = divmod(6, chunk_batch_size)
+        assert calls == [chunk_batch_size] * full + ([rest] if rest else [])
+
+
+@pytest.mark.parametrize("rate", HEAR_SAMPLE_RATES)
+def test_windows_equal_resampling_the_whole_sound(rate):
+    """Windows resampled one at a time, joined, equal torchaudio's resampling of the
+    whole sound at once: everywhere, joins included, to float rounding."""
+    sound = torch.rand(int(9.3 * rate), generator=torch.Generator().manual_seed(rate)) - 0.5
+    whole = torchaudio.functional.resample(sound, rate, 24000)
+    windows = list(Chunker(rate).chunks(sound))
+    assert [valid for _, valid in windows] == [96000, 96000, whole.shape[0] - 192000]
+    joined = torch.cat([window[:valid] for window, valid in windows])
+    assert joined.shape == whole.shape
+    assert float((joined - whole).abs().max()) < 1e-5
+    for join in (96000, 192000):
+        assert float((joined[join - 50: join + 50] - whole[join - 50: join + 50]).abs().max()) < 1e-5
+
+
+_MEMORY_PROBE = """
+import resource, sys, torch
+from encodecmae_hear.model.config import preset
+from encodecmae_hear.hear import HearModel, get_timestamp_embeddings
+from encodecmae_hear.model.mae import EncodecMAE
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = HearModel(EncodecMAE(preset("tiny")).eval(), sample_rate=48000, chunk_batch_size=4)
+audio = torch.rand(1, 48000 * 600).sub_(0.5)                # 10 minutes, no temporary copy
+get_timestamp_embeddings(audio[:, : 48000 * 60], model)     # 1 minute
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+emb, ts = get_timestamp_embeddings(audio, model)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, emb.numel() * 4 + ts.numel() * 4, audio.numel() * 4)
+"""
+
+
+def test_memory_grows_with_the_output_only():
+    """Peak memory (a fresh process) of 10 minutes after 1 minute: it grows by about the
+    10-minute output (11.7 MB; measured: 11-13 MB), not with the input (115 MB) or a
+    resampled copy of it (58 MB). Windows all in one batch: +740 MB; the whole sound
+    resampled at once: +560 MB."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    growth, output_bytes, input_bytes = map(int, done.stdout.split())
+    assert growth < output_bytes + input_bytes // 8, (growth, output_bytes, input_bytes)
+
+
+class _FramesStub:
+    """Stands in for HearModel.embed: an hour of frames without embedding an hour."""
+
+    def __init__(self, frames):
+        self.frames = frames
+
+    def embed(self, audio):
+        return torch.zeros(audio.shape[0], self.frames, 1)
+
+
+def test_timestamps_of_an_hour_are_float64_exact():
+    frames = num_frames(3600 * 48000, 48000)
+    assert frames == 3600 * 75
+    _, ts = get_timestamp_embeddings(torch.zeros(2, 1), _FramesStub(frames))
+    assert ts.dtype == torch.float32 and ts.shape == (2, frames)
+    exact = (2 * torch.arange(frames, dtype=torch.float64) + 1) * 500 / 75  # (i + 1/2) 1000/75 ms
+    assert torch.equal(ts[0], exact.float()) and torch.equal(ts[1], ts[0])
+    in_float32 = (torch.arange(frames, dtype=torch.float32) + 0.5) * (1000 / 75)
+    assert not torch.equal(in_float32, exact.float())  # what float32 arithmetic would give
+
+
+def test_load_model_passes_sample_rate_and_chunk_batch_size_through(tiny_checkpoint, monkeypatch):
+    default = load_model(str(tiny_checkpoint))
+    assert (default.sample_rate, default.chunk_batch_size) == (48000, 16)
+    model = load_model(str(tiny_checkpoint), sample_rate=16000, chunk_batch_size=3)
+    assert model.sample_rate == model.chunker.sample_rate == 16000 and model.chunk_batch_size == 3
+    calls, encode = [], model.mae.encode
+    monkeypatch.setattr(model.mae, "encode", lambda wav, *a, **k: calls.append(len(wav)) or encode(wav, *a, **k))
+    emb, _ = get_timestamp_embeddings(tone_mix(9.0, 16000, seed=13, n=2), model)  # 16 kHz: 9 s
+    assert emb.shape[1] == 675 and calls == [3, 3]

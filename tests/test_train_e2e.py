@@ -76,6 +76,35 @@ def test_sigterm_then_resume_reaches_the_same_weights(run_a, corpus, tmp_path):
     assert [r["loss"] for r in metrics(run_a)] == [r["loss"] for r in metrics(out)]
 
 
+def test_sigint_then_resume_reaches_the_same_weights(run_a, corpus, tmp_path, monkeypatch):
+    """Ctrl-C: a real SIGINT, raised in-process during step 2 (so it lands at a known
+    step), makes pretrain save step 2 and return 130; --resume then reaches run A."""
+    out = tmp_path / "C"
+    clip, steps = torch.nn.utils.clip_grad_norm_, []
+
+    def clip_and_interrupt_step_2(*args, **kwargs):
+        steps.append(len(steps) + 1)
+        if len(steps) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_and_interrupt_step_2)
+    try:
+        status = main(["pretrain", *tiny_args(corpus, out, 4)])
+    except KeyboardInterrupt:  # a failure of this test, not the end of the session
+        pytest.fail("SIGINT was not handled: KeyboardInterrupt escaped pretrain")
+    assert status == 130
+    assert [p.name for p in out.glob("step-*.pt")] == ["step-000000002.pt"]
+    assert not (out / "model.pt").exists() and "SIGINT: saving step 2" in (out / "train.log").read_text()
+    monkeypatch.undo()
+    assert main(["pretrain", *tiny_args(corpus, out, 4), "--resume"]) == 0
+    a, b = read_checkpoint(run_a / "step-000000004.pt"), read_checkpoint(out / "step-000000004.pt")
+    assert _same_state(a["model"], b["model"])
+    for key, state in a["training"]["optimizer"]["state"].items():
+        assert _same_state(state, b["training"]["optimizer"]["state"][key])
+    assert [r["loss"] for r in metrics(run_a)] == [r["loss"] for r in metrics(out)]
+
+
 def test_refuses_to_overwrite_a_run_without_resume(run_a, corpus, capsys):
     assert main(["pretrain", *tiny_args(corpus, run_a, 4)]) == 2
     assert "--resume" in capsys.readouterr().err
@@ -95,6 +124,13 @@ def test_ddp_on_two_processes_equals_one_process_with_accumulation(run_a, corpus
     single = read_checkpoint(run_a / "step-000000004.pt")
     for key, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, rtol=0, atol=1e-6)
+    # The weights are blind to a global gradient scale (clipping at 1.0, then AdamW):
+    # the gradient norm before clipping is not (DDP's sum instead of mean, or a lost
+    # division by the accumulation count, doubles it). Losses: the global batch's.
+    ddp_steps, single_steps = metrics(out), metrics(run_a)
+    assert [r["step"] for r in ddp_steps] == [r["step"] for r in single_steps] == [1, 2, 3, 4]
+    for key in ("grad_norm", "loss", "masked_loss", "unmasked_loss", "masked_accuracy"):
+        assert [r[key] for r in ddp_steps] == pytest.approx([r[key] for r in single_steps], rel=1e-5), key
 
 
 def test_selftrain_keeps_lineage_and_skips_a_corrupt_file(run_a, tmp_path):

@@ -3,7 +3,8 @@ made and run by the reference implementation itself, with its embeddings.
 
     python tools/make_official_fixtures.py REF_SOURCE_DIR [OUT_DIR] [--real-size large]
 
-REF_SOURCE_DIR is a work tree of the reference (GitHub habla-liaa/encodecmae, v2 code)
+REF_SOURCE_DIR is a work tree of the reference (GitHub habla-liaa/encodecmae, v2 code:
+main at commit REFERENCE_COMMIT; with --v1, tag V1_TAG; both recorded in the manifest)
 that holds the `encodecmae` package; it must be importable together with its own
 dependencies (gin-config, ginpipe, pytorch-lightning, librosa, loguru, huggingface_hub,
 encodec). This script contains no reference code: it imports the reference package from
@@ -40,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+REFERENCE_COMMIT = "2dd6759"  # habla-liaa/encodecmae main: the v2 code (SPEC); recorded in the manifest
+V1_TAG = "v.1.0.0"            # the v1 layout's code
 ENCODEC_SEED = 0
 WEIGHT_SEED = 1234
 SMALL = {"MODEL_DIM": 40, "NUM_ENCODER_LAYERS": 3, "NUM_TARGET_TOKENS": 64}
@@ -284,10 +287,12 @@ def main() -> int:
         return 0
     if args.v1:
         manifest = json.loads((out / "manifest.json").read_text())
-        manifest["v1"] = {"reference": "habla-liaa/encodecmae tag v.1.0.0", **make_v1(ref, out)}
+        manifest["v1"] = {"reference": f"habla-liaa/encodecmae tag {V1_TAG}", "reference_tag": V1_TAG,
+                          **make_v1(ref, out)}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         return 0
-    manifest = {"reference": "habla-liaa/encodecmae (v2 code)", "encodec_seed": ENCODEC_SEED,
+    manifest = {"reference": "habla-liaa/encodecmae (v2 code)", "reference_commit": REFERENCE_COMMIT,
+                "encodec_seed": ENCODEC_SEED,
                 "weight_seed": WEIGHT_SEED, "macros": SMALL, "ff_dim": SMALL_FF_DIM,
                 "inputs": {k: {"seed": s, "samples": n} for k, (s, n) in INPUTS.items()},
                 "hear_input": dict(zip(("seed", "samples", "sample_rate"), HEAR_INPUT)),

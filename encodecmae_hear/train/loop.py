@@ -180,20 +180,26 @@ def batch_inputs(batch: dict, crop_samples: int, device) -> tuple[torch.Tensor, 
 
 @dataclass
 class Agreement:
-    loss_finite: bool    # on every process
-    stop: bool           # some process was asked to stop
-    failed_files: int    # unreadable files skipped this step, on all processes
+    metrics: dict          # the step's metrics, means over processes (the global batch's)
+    loss_finite: bool      # on every process
+    stop: bool             # some process was asked to stop
+    failed_files: int      # unreadable files skipped this step, on all processes
 
 
-def agree_across_processes(loss: torch.Tensor, stop_requested: bool, failed_files: int,
-                           world: int) -> Agreement:
-    """The one collective of a step: an all-reduce (sum) of the loss, the stop requests
-    and the skipped files, so that all processes take the same decision."""
-    values = torch.stack([loss.detach().float(), loss.new_tensor(float(stop_requested)),
+def agree_across_processes(totals: dict[str, torch.Tensor], stop_requested: bool,
+                           failed_files: int, world: int) -> Agreement:
+    """The one collective of a step: an all-reduce (sum) of the metrics, the stop requests
+    and the skipped files, so that all processes log the global batch's metrics and take
+    the same decision."""
+    names = sorted(totals)
+    loss = totals["loss"]
+    values = torch.stack([*(totals[k].float() for k in names), loss.new_tensor(float(stop_requested)),
                           loss.new_tensor(float(failed_files))])
     if world > 1:
         dist.all_reduce(values)
-    return Agreement(math.isfinite(float(values[0])), float(values[1]) > 0, int(values[2]))
+    metrics = {k: values[i] / world for i, k in enumerate(names)}
+    return Agreement(metrics, math.isfinite(float(metrics["loss"])), float(values[-2]) > 0,
+                     int(values[-1]))
 
 
 def save_step(run_dir: Path, step: int, cfg: TrainConfig, model, optimizer, scaler, objective,
@@ -278,7 +284,8 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
                 totals[key] = totals.get(key, 0.0) + value.detach().float() / accum
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
-        agreed = agree_across_processes(totals["loss"], stop.received is not None, failed, proc.world)
+        agreed = agree_across_processes(totals, stop.received is not None, failed, proc.world)
+        totals = agreed.metrics
         skipped_files += agreed.failed_files
         if not agreed.loss_finite:
             stop.close()
