@@ -44,7 +44,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
-	$(PY) tools/wheel_check.py
+	$(MAKE) --no-print-directory wheel-check
 
 # The wheel as a user installs it: built from this checkout, installed with the HEAR tools
 # into a fresh venv outside it, then the bundled model, hear-validator and heareval's own
