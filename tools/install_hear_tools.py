@@ -26,7 +26,9 @@ HEAR_TOOLS = ["hearvalidator", "heareval", "hearbaseline"]
 HEAR_DEPS = ["pytorch-lightning", "torchmetrics", "torchinfo", "click", "intervaltree",
              "more-itertools", "pandas", "python-slugify", "scipy", "librosa", "six", "future",
              "validators", "setuptools"]
-EVENT_DEPS = ["dcase_util", "sed_eval"]     # heareval's event scores; their own pins clash
+# heareval's event scores, --no-deps: scoring runs without the rest of dcase_util's
+# requirements (pydot-ng, python-magic, ...)
+EVENT_DEPS = ["dcase_util", "sed_eval"]
 # Run by the installed package (python -I: not a checkout in the working folder), which
 # knows where its shims are.
 WRITE_PTH = """

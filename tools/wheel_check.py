@@ -104,8 +104,11 @@ class Check:
 def source_copy(dest: Path) -> Path:
     """The checkout's files that a clone (plus local edits) would hold, copied to dest."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, listed.decode().split("\0")):
+                            cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:
+        raise CheckFailed(f"{ROOT} must be a git checkout (git ls-files lists what a clone "
+                          f"holds): {listed.stderr.decode(errors='replace').strip()}")
+    for name in filter(None, listed.stdout.decode().split("\0")):
         source = ROOT / name
         if source.is_file():                             # a deleted, not yet committed file: gone
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +130,10 @@ def check_probe(check: Check, output: str) -> None:
           f"files from {check.venv}")
 
 
+def file_size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
 def check_embeddings(emb_dir: Path) -> Path:
     """heareval's output for both tasks, every split; -> the event task's folder."""
     for task in SUITE:
@@ -135,9 +142,9 @@ def check_embeddings(emb_dir: Path) -> Path:
             if (folder / "task_metadata.json").exists() else []
         if not splits or not (folder / ".done.embeddings").exists():
             raise CheckFailed(f"heareval's embedding runner left no finished {folder}")
-        missing = [s for s in splits if not (folder / f"{s}.embeddings.npy").stat().st_size]
-        if missing:
-            raise CheckFailed(f"{folder}: empty embeddings for {missing}")
+        empty = [s for s in splits if not file_size(folder / f"{s}.embeddings.npy")]
+        if empty:
+            raise CheckFailed(f"{folder}: no embeddings for split(s) {empty}")
     return emb_dir / "encodecmae_hear" / EVENT_TASK
 
 
