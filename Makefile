@@ -6,13 +6,14 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 MODEL   ?=
 
-.PHONY: help install demo test bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks
+.PHONY: help install demo test wheel-check bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks
 .PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default
 
 help:
 	@echo "make install   build $(VENV) (pinned by constraints.txt) with the HEAR tools"
 	@echo "make demo      install if needed, validate the bundled model, time embeddings"
-	@echo "make test      install if needed, run the whole test suite"
+	@echo "make test      install if needed, run the whole test suite (and wheel-check)"
+	@echo "make wheel-check  build the wheel, install it in a fresh venv, run the HEAR tools on it"
 	@echo "make bench     embedding speed and memory benchmark (prints figures)"
 	@echo "make embed     AUDIO='files, folders or .jsonl' OUT=dir MODEL= DEVICE= GPUS=1 ARGS='--scene': embed your audio (re-run: resumes)"
 	@echo "make manifest  AUDIO='dir ...' DATA=corpus.jsonl: scan audio for training"
@@ -31,21 +32,13 @@ help:
 
 install: $(STAMP)
 
-# The HEAR 2021 tools pin Python < 3.9 and numpy 1.19.2, which do not build here: they
-# go in unmodified with --no-deps, followed by the dependencies they really use. The
-# .pth file puts the stand-in TensorFlow of encodecmae_hear/evaluate/compat.py last on sys.path.
-# tools/torchaudio_cpu.py lets PyPI's CUDA-built torchaudio import beside a CPU torch.
-HEAR_TOOLS := hearvalidator==2021.0.6 heareval==2021.1.3 hearbaseline==2021.1.1
-HEAR_DEPS  := pytorch-lightning torchmetrics torchinfo click intervaltree more-itertools \
-              pandas python-slugify scipy librosa six future validators setuptools
-$(STAMP): setup.cfg constraints.txt
+# The HEAR 2021 tools, the dependencies they really use, torchaudio beside a CPU torch and
+# the .pth file that makes the tools work in the venv: tools/install_hear_tools.py, the
+# recipe that `make wheel-check` uses too.
+$(STAMP): setup.cfg setup.py constraints.txt tools/install_hear_tools.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear]'
-	$(PY) -m pip install -q -c constraints.txt --no-deps --ignore-requires-python $(HEAR_TOOLS)
-	$(PY) -m pip install -q -c constraints.txt $(HEAR_DEPS)
-	$(PY) -m pip install -q -c constraints.txt --no-deps dcase_util sed_eval
-	$(PY) tools/torchaudio_cpu.py
-	$(PY) -c "import site, encodecmae_hear.evaluate.compat as c; open(site.getsitepackages()[0] + '/encodecmae_hear_shims.pth', 'w').write(str(c.SHIM_DIR) + chr(10))"
+	$(PY) tools/install_hear_tools.py
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -54,6 +47,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory wheel-check
+
+# The wheel as a user installs it: built from this checkout, installed with the HEAR tools
+# into a fresh venv outside it, then the bundled model, hear-validator and heareval's own
+# commands run from another folder (tools/wheel_check.py).
+wheel-check: $(STAMP)
+	$(PY) tools/wheel_check.py
 
 bench: $(STAMP)
 	$(PY) bench/embed.py

@@ -1,66 +1,42 @@
 """What the HEAR 2021 tools (hearvalidator 2021.0.6, heareval 2021.1.3) need on today's
-Python and torch. Everything lives here; the tools themselves are installed unmodified.
+Python and torch. The tools themselves are installed unmodified; the fixes live in
+`shims/` (`paths.SHIM_DIR`), a folder that goes on the tools' sys.path:
 
-1. TensorFlow: both tools import it at module level. `hear_shims/tensorflow` is a
-   stand-in that answers their only uses for PyTorch models. `make install` puts its
-   folder at the *end* of the venv's sys.path (a .pth file), so a real TensorFlow wins.
-2. torch >= 2.6 loads with weights_only=True by default; heareval's predictions runner
-   reads Lightning checkpoints holding other objects: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
-   (heareval's own files, written in the same run, only).
-3. heareval sets `trainer.fit_loop.current_epoch` to the best validation epoch before
-   testing, to pick that epoch's event post-processing (hear-eval-kit issue #432).
-   pytorch-lightning 1.9 keeps the epoch in `fit_loop.epoch_progress`, so the
-   assignment had no effect; `patch_lightning` makes it a real setter.
-4. Seeds: heareval always calls `seed_everything(42)` before downstream training, so
-   repeated runs are identical. With $ENCODECMAE_HEAR_SEED=k, `patch_seed` makes that
-   call seed 42 + k (k = 0 is heareval's own run).
+1. TensorFlow: both tools import it at module level. `shims/tensorflow` is a stand-in
+   that answers their only uses for PyTorch models.
+2. heareval's prediction runner on pytorch-lightning 1.9 and torch >= 2.6 (hear-eval-kit
+   issue #432, weights-only loading) and per-seed runs: `shims/encodecmae_hear_fixes.py`,
+   a post-import hook that fixes heareval's prediction module when it is imported.
 
-Run a tool through this module: `python -m encodecmae_hear.evaluate.compat MODULE ARGS...`,
-e.g. `python -m encodecmae_hear.evaluate.compat heareval.predictions.runner embeddings/...`.
+`make install` (tools/install_hear_tools.py) writes `pth_text()` to the venv's
+site-packages as PTH_NAME: it puts shims/ at the *end* of sys.path (a real TensorFlow
+wins) and installs the hook at start-up, so the tools work as their docs give them:
+`hear-validator MODULE`, `python -m heareval.embeddings.runner ...`,
+`python -m heareval.predictions.runner ...`.
+
+`python -m encodecmae_hear.evaluate.compat MODULE ARGS...` does the same for one run
+where that file is absent, and reseeds heareval's downstream training: with
+$ENCODECMAE_HEAR_SEED=k its `seed_everything(42)` seeds 42 + k (k = 0 is heareval's own
+run). `evaluate/runner.py` runs every tool this way.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import runpy
 import sys
-from pathlib import Path
 
-SHIM_DIR = Path(__file__).resolve().parent / "shims"
+from encodecmae_hear.paths import SHIM_DIR
+
 SEED_ENV = "ENCODECMAE_HEAR_SEED"
+FIXES_MODULE = "encodecmae_hear_fixes"        # shims/encodecmae_hear_fixes.py
+PTH_NAME = "encodecmae_hear_shims.pth"
 
 
-def runner_env(base: dict | None = None) -> dict:
-    """Environment for a HEAR tool subprocess."""
-    env = dict(os.environ if base is None else base)
-    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH", ""), str(SHIM_DIR)]))
-    return env
-
-
-def patch_lightning() -> None:
-    from pytorch_lightning.loops.fit_loop import FitLoop
-
-    if isinstance(getattr(FitLoop, "current_epoch", None), property):
-        return
-
-    def get_epoch(loop):
-        return loop.epoch_progress.current.completed
-
-    def set_epoch(loop, epoch):
-        loop.epoch_progress.current.completed = epoch
-
-    FitLoop.current_epoch = property(get_epoch, set_epoch)
-
-
-def patch_seed(offset: int) -> None:
-    import heareval.predictions.task_predictions as tp
-
-    seed_everything = tp.seed_everything
-
-    def shifted(seed=None, *args, **kwargs):
-        return seed_everything(None if seed is None else seed + offset, *args, **kwargs)
-
-    tp.seed_everything = shifted
+def pth_text() -> str:
+    """The .pth file for site-packages: a path line (appended to sys.path) and an import
+    line (run at start-up; it only puts a finder on sys.meta_path)."""
+    return f"{SHIM_DIR}\nimport {FIXES_MODULE}; {FIXES_MODULE}.install()\n"
 
 
 def command(module: str, *args: str) -> list[str]:
@@ -72,13 +48,10 @@ def main() -> None:
     if len(sys.argv) < 2:
         sys.exit("usage: python -m encodecmae_hear.evaluate.compat MODULE [ARGS...]")
     module = sys.argv[1]
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     if str(SHIM_DIR) not in sys.path:
         sys.path.append(str(SHIM_DIR))
-    if module.startswith("heareval"):
-        patch_lightning()
-    if module.startswith("heareval.predictions") and os.environ.get(SEED_ENV):
-        patch_seed(int(os.environ[SEED_ENV]))
+    fixes = importlib.import_module(FIXES_MODULE)      # found in SHIM_DIR, not the package
+    fixes.install(seed_offset=int(os.environ.get(SEED_ENV) or 0))
     sys.argv = [module, *sys.argv[2:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -18,6 +18,7 @@ reported and the other tasks still run. Seed k reseeds heareval's downstream tra
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def parse_options(text: str | None) -> dict:
 
 
 def runner_env(device: str) -> dict:
-    env = compat.runner_env()
+    env = dict(os.environ)
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif device.startswith("cuda:"):

@@ -1,6 +1,7 @@
 """HEAR task configurations and named task selections ("suites").
 
-``eval_configs/`` beside the package (a source checkout) holds one JSON file per task,
+``eval_configs/`` (``paths.EVAL_CONFIGS``: the checkout's, or the installed package's copy)
+holds one JSON file per task,
 named by its short id, and ``suites.json`` with the named selections::
 
     eval_configs/esc50.json   {"task": "esc50", "title": "ESC-50",
@@ -55,7 +56,7 @@ class TaskConfig:
 
 
 def configs_dir() -> Path:
-    """$ENCODECMAE_EVAL_CONFIGS, else eval_configs/ beside the package in a source checkout."""
+    """$ENCODECMAE_EVAL_CONFIGS, else the project's eval_configs/ (paths.EVAL_CONFIGS)."""
     override = os.environ.get(EVAL_CONFIGS_ENV, "").strip()
     if override:
         return Path(override)
@@ -66,9 +67,8 @@ def _existing_dir() -> Path:
     root = configs_dir()
     if not root.is_dir():
         raise FileNotFoundError(
-            f"HEAR task configs not found: {root} is not a folder. They live in "
-            f"eval_configs/ of the source checkout; set ${EVAL_CONFIGS_ENV} to that folder "
-            "when the package is installed elsewhere")
+            f"HEAR task configs not found: {root} is not a folder. Set ${EVAL_CONFIGS_ENV} "
+            "to a folder of task configs, or unset it to use the project's eval_configs/")
     return root
 
 

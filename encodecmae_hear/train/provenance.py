@@ -11,8 +11,11 @@ from encodecmae_hear.paths import SOURCE_TREE
 
 
 def git_commit() -> str:
-    """The source checkout's commit (with '+dirty' for local changes), or 'unknown'."""
+    """The source checkout's commit (with '+dirty' for local changes), or 'unknown'
+    (also for an installed wheel: git must not answer for a checkout around the venv)."""
     root = SOURCE_TREE
+    if root is None:
+        return "unknown"
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
