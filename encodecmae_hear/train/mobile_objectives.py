@@ -96,9 +96,9 @@ class Audio2VecTask(MobileTask):
         if self.config.head == "cbow":
             frames = self.encode_slices(outer)  # (B, 2P, L / 4, C)
             joined = frames.permute(0, 2, 1, 3).flatten(2)  # (B, L / 4, 2P C)
-            return {"prediction": self.head(joined)[:, 0], "target": centre}
+            return {"prediction": self.head(joined)[:, 0], "target": centre, "starts": starts}
         frames = self.encode_slices(centre[:, None])[:, 0]  # (B, L / 4, C)
-        return {"prediction": self.head(frames), "target": outer}
+        return {"prediction": self.head(frames), "target": outer, "starts": starts}
 
 
 class TemporalGapTask(MobileTask):
@@ -113,7 +113,7 @@ class TemporalGapTask(MobileTask):
         slices = gather_slices(mel, starts, self.slice_frames)  # (B, 2, L, 64)
         pooled = self.encode_slices(slices).mean(2)  # (B, 2, C)
         gap = (starts[:, 0] - starts[:, 1]).abs().float() / room.clamp(min=1).float()
-        return {"logit": self.head(pooled[:, 0], pooled[:, 1]), "gap": gap}
+        return {"logit": self.head(pooled[:, 0], pooled[:, 1]), "gap": gap, "starts": starts}
 
 
 class _NoTeacher:
