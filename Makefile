@@ -37,7 +37,7 @@ HEAR_DEPS  := pytorch-lightning torchmetrics torchinfo click intervaltree more-i
               pandas python-slugify scipy librosa six future validators setuptools
 $(STAMP): setup.cfg constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear,mobile]'
 	$(PY) -m pip install -q -c constraints.txt --no-deps --ignore-requires-python $(HEAR_TOOLS)
 	$(PY) -m pip install -q -c constraints.txt $(HEAR_DEPS)
 	$(PY) -m pip install -q -c constraints.txt --no-deps dcase_util sed_eval

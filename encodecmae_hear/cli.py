@@ -20,6 +20,7 @@ P = "encodecmae_hear"
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (f"{P}.commands.demo", "validate the bundled model and time embeddings on generated clips"),
     "info": (f"{P}.commands.info", "print a checkpoint's config, provenance and parameter counts"),
+    "export-onnx": (f"{P}.commands.export_onnx", "export a mobile checkpoint to ONNX (optionally int8), checked against PyTorch"),
     "convert": (f"{P}.commands.convert", "convert an official EnCodecMAE checkpoint to this project's format"),
     "manifest": (f"{P}.train.manifest", "scan audio folders into a training manifest (and tar shards)"),
     "pretrain": (f"{P}.train.pretrain", "pretrain EnCodecMAE (EnCodec targets); torchrun for several GPUs"),
