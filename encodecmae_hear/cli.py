@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": (f"{P}.train.pretrain", "pretrain EnCodecMAE (EnCodec targets); torchrun for several GPUs"),
     "selftrain": (f"{P}.train.selftrain", "self-train a pretrained model on k-means ids of its own features"),
     "pretrain-mobile": (f"{P}.train.pretrain_mobile", "pretrain the mobile encoder: Audio2Vec CBoW / skip-gram or TemporalGap"),
+    "distill": (f"{P}.train.distill", "distil an EnCodecMAE teacher into a mobile student (25 frames/s)"),
     "init": (f"{P}.train.init_checkpoint", "write an untrained checkpoint for a preset"),
     "bundle": (f"{P}.train.bundle", "turn a finished training run into a small release checkpoint"),
     "embedding-stats": (f"{P}.train.embedding_stats", "store per-channel embedding statistics from pretraining audio in a checkpoint"),
