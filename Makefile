@@ -8,6 +8,7 @@ MODEL   ?=
 
 .PHONY: help install demo test bench clean manifest pretrain selftrain bench-train corpus heldout-tasks
 .PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default
+.PHONY: mobile-pretrain distill
 
 help:
 	@echo "make install   build $(VENV) (pinned by constraints.txt) with the HEAR tools"
@@ -18,6 +19,8 @@ help:
 	@echo "make pretrain  DATA= PRESET=base FRONTEND=mel256 STEPS= BATCH=128 OUT= GPUS=1 (re-run: resumes)"
 	@echo "make selftrain FROM=<pretrained ckpt> DATA= STEPS= BATCH=128 OUT= GPUS=1"
 	@echo "make bench-train  training throughput on this machine (prints figures)"
+	@echo "make mobile-pretrain OBJECTIVE=cbow|skipgram|temporalgap MOBILE_PRESET=mobile-half DATA= OUT="
+	@echo "make distill   TEACHER=<ckpt, default bundled> STUDENT=mobile-quarter DATA= OUT=runs/student"
 	@echo "make corpus    CORPUS=../corpus: pretraining corpus from Debian packages (+ packed shards)"
 	@echo "make heldout-tasks CORPUS= TASKS=../heldout_tasks: HEAR tasks from held-out sources"
 	@echo "make hear      MODEL= TASKS_DIR=tasks SUITE=hear18 SEEDS=3 OPTIONS='{\"layer\": 5}' DEVICE= RUNS=runs/hear"
@@ -88,6 +91,19 @@ selftrain: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) bench/train.py
+
+# --- The mobile line (docs/MOBILE.md): self-supervised pretraining and distillation.
+OBJECTIVE     ?= cbow
+MOBILE_PRESET ?= mobile-half
+STUDENT       ?= mobile-quarter
+TEACHER       ?=
+mobile-pretrain: $(STAMP)
+	$(LAUNCH) pretrain-mobile $(TRAIN_ARGS) --objective $(OBJECTIVE) --preset $(MOBILE_PRESET) \
+	    --out $(or $(OUT),runs/$(MOBILE_PRESET)-$(OBJECTIVE))
+
+distill: $(STAMP)
+	$(LAUNCH) distill $(TRAIN_ARGS) $(if $(TEACHER),--teacher $(TEACHER)) --preset $(STUDENT) \
+	    --out $(or $(OUT),runs/student)
 
 CORPUS  ?= ../corpus
 TASKS   ?= ../heldout_tasks
