@@ -34,6 +34,15 @@ def test_mel_frame_i_is_centred_on_sample_160i_plus_80(tiny):
         assert energy[k - 1 if k else k + 1] == pytest.approx(float(energy[k + 1]), rel=1e-4)
 
 
+def test_the_dft_convolution_is_a_512_point_stft_of_25_ms_hann_windows(tiny):
+    wav = torch.randn(2, 16000) * 0.3
+    # torch.stft centres the 400-sample window in its 512-sample frame: 56 more samples of padding
+    spec = torch.stft(torch.nn.functional.pad(wav, (176, 176)), 512, 160, 400, torch.hann_window(400),
+                      center=False, return_complex=True).abs()  # (B, 257, 100)
+    expected = torch.log(spec.transpose(1, 2) @ tiny.frontend.fbank + 1e-3)
+    torch.testing.assert_close(tiny.log_mel(wav), expected, atol=2e-5, rtol=0)
+
+
 def test_mel_bins_span_60_to_7800_hz_on_the_htk_scale(tiny):
     def mel(f):
         return 2595 * math.log10(1 + f / 700)
@@ -74,11 +83,11 @@ def test_width_multiplier_scales_channels_and_parameters():
 
 def test_macs_per_second_count_every_convolution():
     model = MobileModel(mobile_preset("mobile-full"))
-    c, expected, (t, f), c_in = model.config.channels, 100 * 257 * 64, (100, 64), 1
+    c, expected, (t, f), c_in = model.config.channels, 100 * 257 * (2 * 400 + 64), (100, 64), 1
     for c_out, tp, fp in zip(c, model.config.time_pools, model.config.freq_pools):
         expected += 9 * c_in * c_out * t * f
         c_in, t, f = c_out, t // tp, f // fp
-    assert macs_per_second(model) == expected == 595_155_200  # 0.6 GMAC per second of audio
+    assert macs_per_second(model) == expected == 615_715_200  # 0.6 GMAC per second of audio
 
 
 def test_config_round_trip_and_clear_errors():

@@ -9,13 +9,15 @@ The model's config and output travel in the file's metadata, so
 `encodecmae_hear.mobile_hear.load_model("student.onnx")` serves it through onnxruntime.
 Every export is checked against PyTorch on generated audio; the command prints the
 largest difference and the sizes on disk. `--int8` also writes OUT.int8.onnx,
-onnxruntime's dynamic int8 quantisation of the weights, and prints what it costs.
+onnxruntime's dynamic int8 quantisation of the encoder's weights, and prints what it costs.
 Needs the [mobile] extra (onnx, onnxruntime, onnxscript).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import json
 from pathlib import Path
 
@@ -64,8 +66,9 @@ def export(model: MobileModel, out, output: str = "encoder", provenance: dict | 
     module = Exported(model, output).eval()
     example = torch.randn(2, 3 * SAMPLE_RATE) * 0.1
     dims = {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("samples", min=1, max=2**31 - 1)}
-    program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=(dims,),
-                                input_names=["wav"], output_names=["frames"], verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps
+        program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=(dims,),
+                                    input_names=["wav"], output_names=["frames"], verbose=False)
     proto = program.model_proto
     meta = {"config": model.config.to_dict(), "output": output, "sample_rate": SAMPLE_RATE,
             "frame_hop": model.config.frame_hop, "provenance": provenance or {}}
@@ -75,12 +78,16 @@ def export(model: MobileModel, out, output: str = "encoder", provenance: dict | 
 
 
 def quantise(src, out) -> Path:
-    """Dynamic int8 quantisation (weights int8, activations quantised on the fly)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # optional dependency
+    """Dynamic int8 quantisation (weights int8, activations quantised on the fly) of the
+    encoder and head; the frontend (DFT and mel matrices) stays float32."""
+    import onnx  # optional dependencies (extra [mobile])
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    frontend = [node.name for node in onnx.load(str(src)).graph.node
+                if any(name.startswith("model.frontend.") for name in node.input)]
     tmp = files.temp_path(out)
     try:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=frontend)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
