@@ -130,3 +130,15 @@ def test_architectures_are_kept_apart(tmp_path, tiny_checkpoint):
         load_checkpoint(tiny_checkpoint, architecture="mobile")
     model, _ = load_checkpoint(tiny_checkpoint, architecture=None)  # no key: EnCodecMAE
     assert type(model).__name__ == "EncodecMAE"
+
+
+def test_info_describes_a_mobile_checkpoint(tmp_path, capsys):
+    from encodecmae_hear.cli import main
+
+    model = MobileModel(mobile_preset("mobile-half", head="temporalgap"))
+    save_checkpoint(tmp_path / "m.pt", model, provenance={"objective": "temporalgap"})
+    assert main(["info", str(tmp_path / "m.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "architecture: mobile" in out and "objective: temporalgap" in out
+    assert f"encoder: {count_parameters(model.encoder):,}" in out and f"total: {count_parameters(model):,}" in out
+    assert f"per second of audio: {macs_per_second(model):,}" in out
