@@ -8,6 +8,7 @@ MODEL   ?=
 
 .PHONY: help install demo test wheel-check bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks
 .PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default
+.PHONY: mobile-pretrain distill
 
 help:
 	@echo "make install   build $(VENV) (pinned by constraints.txt) with the HEAR tools"
@@ -22,6 +23,8 @@ help:
 	@echo "make selftrain FROM=<pretrained ckpt> DATA= STEPS= BATCH=128 OUT= GPUS=1"
 	@echo "make bench-train  training throughput on this machine (prints figures)"
 	@echo "make gpu-check GPU figures in < 8 min: embedding speed, training speed, a short run (\$$OUT or runs/gpu-check)"
+	@echo "make mobile-pretrain OBJECTIVE=cbow|skipgram|temporalgap MOBILE_PRESET=mobile-half DATA= OUT="
+	@echo "make distill   TEACHER=<ckpt, default bundled> STUDENT=mobile-quarter DATA= OUT=runs/student"
 	@echo "make corpus    CORPUS=../corpus: pretraining corpus from Debian packages (+ packed shards)"
 	@echo "make heldout-tasks CORPUS= TASKS=../heldout_tasks: HEAR tasks from held-out sources"
 	@echo "make hear      MODEL= TASKS_DIR=tasks SUITE=hear18 SEEDS=3 OPTIONS='{\"layer\": 5}' DEVICE= RUNS=runs/hear"
@@ -37,7 +40,7 @@ install: $(STAMP)
 # recipe that `make wheel-check` uses too.
 $(STAMP): setup.cfg setup.py constraints.txt tools/install_hear_tools.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear,mobile]'
 	$(PY) tools/install_hear_tools.py
 	touch $(STAMP)
 
@@ -101,6 +104,19 @@ gpu-check: $(STAMP)
 .PHONY: embed
 embed: $(STAMP)
 	$(LAUNCH) embed $(AUDIO) --out $(OUT) $(if $(MODEL),--model $(MODEL)) $(if $(DEVICE),--device $(DEVICE)) $(ARGS)
+
+# --- The mobile line (docs/MOBILE.md): self-supervised pretraining and distillation.
+OBJECTIVE     ?= cbow
+MOBILE_PRESET ?= mobile-half
+STUDENT       ?= mobile-quarter
+TEACHER       ?=
+mobile-pretrain: $(STAMP)
+	$(LAUNCH) pretrain-mobile $(TRAIN_ARGS) --objective $(OBJECTIVE) --preset $(MOBILE_PRESET) \
+	    --out $(or $(OUT),runs/$(MOBILE_PRESET)-$(OBJECTIVE))
+
+distill: $(STAMP)
+	$(LAUNCH) distill $(TRAIN_ARGS) $(if $(TEACHER),--teacher $(TEACHER)) --preset $(STUDENT) \
+	    --out $(or $(OUT),runs/student)
 
 CORPUS  ?= ../corpus
 TASKS   ?= ../heldout_tasks

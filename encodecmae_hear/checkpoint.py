@@ -4,8 +4,10 @@ Format (version 2): one `torch.save`d dict, loaded with `weights_only=True`.
 
     format      "encodecmae_hear"
     version     2 (version 1 files, which lack embedding_stats, are still read)
-    config      ModelConfig.to_dict() -- the checkpoint rebuilds its own model
-    model       EncodecMAE state dict (float32, or float16 when saved with half=True)
+    config      ModelConfig.to_dict() -- the checkpoint rebuilds its own model; a
+                config with "architecture": "mobile" is a MobileConfig (model/mobile.py),
+                one without is EnCodecMAE's
+    model       the model's state dict (float32, or float16 when saved with half=True)
     tokenizer   EnCodec tokenizer state dict, or None (not needed for embeddings)
     provenance  JSON-like dict: what it was trained on, steps, targets, commit, notes
     training    dict for resuming (optimizer, step, RNG ...), or {} for release files
@@ -32,6 +34,8 @@ from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.config import ModelConfig
 from encodecmae_hear.model.encodec import build_tokenizer
 from encodecmae_hear.model.mae import EncodecMAE
+from encodecmae_hear.model.mobile import ARCHITECTURE as MOBILE
+from encodecmae_hear.model.mobile import MobileConfig, MobileModel
 from encodecmae_hear.official.convert import Converted, OfficialCheckpointError, read_official
 from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 
@@ -39,6 +43,8 @@ FORMAT = "encodecmae_hear"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
 KEYS = {"format", "version", "config", "model", "tokenizer", "provenance", "training", "embedding_stats"}
+
+ENCODECMAE = "encodecmae"  # the architecture of configs without an "architecture" key
 
 DEFAULT_CHECKPOINT_ENV = "ENCODECMAE_DEFAULT_CHECKPOINT"
 CHECKPOINT_DIR_ENV = "ENCODECMAE_CHECKPOINT_DIR"
@@ -84,7 +90,7 @@ def _to_half(state: dict) -> dict:
 def save_checkpoint(path, model, *, tokenizer=None, provenance: dict | None = None,
                     training: dict | None = None, half: bool = False,
                     embedding_stats: dict | None = None) -> None:
-    """Writes `model` (an EncodecMAE) atomically; `half` stores float16 weights."""
+    """Writes `model` (an EncodecMAE or a MobileModel) atomically; `half` stores float16 weights."""
     state = model.state_dict()
     files.torch_save(make_payload(
         model.config, _to_half(state) if half else state,
@@ -152,19 +158,32 @@ def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> No
         raise CheckpointError(f"{path}: embedding_stats hold a non-finite value or a non-positive std")
 
 
-def model_from_payload(payload: dict, path="checkpoint") -> EncodecMAE:
+def architecture_of(payload: dict) -> str:
+    """"encodecmae" or "mobile": the model family a payload's config describes."""
+    config = payload.get("config")
+    return config.get("architecture", ENCODECMAE) if isinstance(config, dict) else ENCODECMAE
+
+
+def model_from_payload(payload: dict, path="checkpoint") -> EncodecMAE | MobileModel:
     """The model a payload describes, float32, in eval mode, weights matched strictly."""
+    architecture = architecture_of(payload)
+    if architecture not in (ENCODECMAE, MOBILE):
+        raise CheckpointError(f"{path}: unknown architecture {architecture!r}; this code builds "
+                              f"{ENCODECMAE!r} and {MOBILE!r} models")
+    family = (ModelConfig, EncodecMAE) if architecture == ENCODECMAE else (MobileConfig, MobileModel)
     try:
-        config = ModelConfig.from_dict(payload["config"])
+        config = family[0].from_dict(payload["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: bad config: {err}") from None
-    model = EncodecMAE(config)
+    model = family[1](config)
     try:
         model.load_state_dict(payload["model"], strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not match the stored config: "
                               f"{_one_line(err)}") from None
     if payload.get("embedding_stats") is not None:
+        if architecture == MOBILE:
+            raise CheckpointError(f"{path}: embedding_stats are not supported for mobile models")
         check_stats(payload["embedding_stats"], model.num_layers, config.dim, path)
     return model.float().eval()
 
@@ -228,8 +247,14 @@ def read_any(name_or_path="") -> tuple[Path, dict]:
             raise CheckpointError(str(err)) from None
 
 
-def load_checkpoint(name_or_path="") -> tuple[EncodecMAE, dict]:
-    """-> (EncodecMAE in eval mode on CPU, float32; the payload dict) for a path, a name,
-    an official file or "" (the bundled default)."""
+def load_checkpoint(name_or_path="", architecture: str | None = ENCODECMAE) -> tuple:
+    """-> (the model in eval mode on CPU, float32; the payload dict) for a path, a name,
+    an official file or "" (the bundled default). A file of another `architecture`
+    than the one asked for is refused (None takes any: EncodecMAE or MobileModel)."""
     path, payload = read_any(name_or_path)
+    found = architecture_of(payload)
+    if architecture is not None and found != architecture:
+        where = "encodecmae_hear.mobile_hear" if found == MOBILE else "encodecmae_hear"
+        raise CheckpointError(f"{path}: holds a model of architecture {found!r}, not "
+                              f"{architecture!r}; its HEAR module is {where}")
     return model_from_payload(payload, path), payload

@@ -5,7 +5,8 @@ import argparse
 import json
 
 from encodecmae_hear.checkpoint import load_checkpoint, resolve_checkpoint
-from encodecmae_hear.model.params import breakdown, encoder_paper_count
+from encodecmae_hear.model.mobile import MobileModel, macs_per_second
+from encodecmae_hear.model.params import breakdown, count_parameters, encoder_paper_count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def describe(path) -> str:
     path = resolve_checkpoint(path)
-    model, payload = load_checkpoint(path)
-    counts = breakdown(model)
+    model, payload = load_checkpoint(path, architecture=None)
+    if isinstance(model, MobileModel):
+        counts = {"encoder": count_parameters(model.encoder), "total": count_parameters(model)}
+    else:
+        counts = breakdown(model)
     lines = [f"checkpoint: {path}", "config:"]
     lines += [f"  {k}: {v}" for k, v in payload["config"].items()]
     lines.append("provenance:")
@@ -24,7 +28,10 @@ def describe(path) -> str:
               for k, v in payload["provenance"].items()]
     lines.append("parameters (stored, unique):")
     lines += [f"  {k}: {v:,}" for k, v in counts.items()]
-    lines.append(f"  paper rule (encoder layers, FFN per layer): {encoder_paper_count(model.config):,}")
+    if isinstance(model, MobileModel):
+        lines.append(f"multiply-accumulates per second of audio: {macs_per_second(model, head=True):,}")
+    else:
+        lines.append(f"  paper rule (encoder layers, FFN per layer): {encoder_paper_count(model.config):,}")
     return "\n".join(lines)
 
 

@@ -242,8 +242,9 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
         ids = [proc.local_rank] if proc.device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.compile:  # in place, so state-dict keys stay; masking and gathers stay eager
-        for stack in (model.encoder, model.decoder):
-            stack.compile(dynamic=True)
+        for name in getattr(model, "compiled_parts", ("encoder", "decoder")):
+            if getattr(model, name, None) is not None:
+                getattr(model, name).compile(dynamic=True)
     autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16 if precision == "bf16"
                               else torch.float16, enabled=precision in ("bf16", "fp16"))
     batches = iter(make_loader(source, micro, proc.rank, proc.world, cfg.seed, step * accum,
