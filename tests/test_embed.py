@@ -274,7 +274,7 @@ def bad_manifest(tmp_path) -> Path:
 @pytest.mark.parametrize("argv, says", [
     (["{empty}"], "no audio found in"),
     (["{tmp}/absent"], "audio folder not found"),
-    (["{bad}"], 'line 1 has no "path"'),
+    (["{bad}"], ':1: a manifest line needs "path" (write'),
     (["{tree}", "--batch", "0"], "--batch must be >= 1"),
     (["{tree}", "--layer", "7"], "layer 7 out of range"),
     (["{tree}", "--device", "cuda:0"] if not torch.cuda.is_available() else ["{tree}", "--device", "gpu"],

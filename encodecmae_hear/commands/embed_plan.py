@@ -39,10 +39,7 @@ def is_manifest(path: Path) -> bool:
 
 
 def manifest_paths(path: Path) -> list[Path]:
-    try:
-        records = read_manifest(path)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    records = read_manifest(path, needs=("path",))
     paths = []
     for number, record in enumerate(records, 1):
         if not isinstance(record, dict) or not isinstance(record.get("path"), str):

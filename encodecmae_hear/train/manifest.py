@@ -59,8 +59,9 @@ def describe(path: Path, min_seconds: float) -> tuple[dict | None, str | None]:
             "frames": int(info.frames)}, None
 
 
-def read_manifest(path) -> list[dict]:
-    """The records of a manifest; a missing, empty or malformed one is a UserError."""
+def read_manifest(path, needs: tuple[str, ...] = ("path", "duration")) -> list[dict]:
+    """The records of a manifest, each with the keys `needs` (training needs durations,
+    embedding only paths); a missing, empty or malformed one is a UserError."""
     records = []
     try:
         f = open(path)
@@ -74,8 +75,9 @@ def read_manifest(path) -> list[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise UserError(f"{path}:{number}: not a JSON line: {err}") from None
-            if not isinstance(record, dict) or not {"path", "duration"} <= set(record):
-                raise UserError(f"{path}:{number}: a manifest line needs \"path\" and \"duration\" "
+            if not isinstance(record, dict) or not set(needs) <= set(record):
+                keys = " and ".join(f'"{key}"' for key in needs)
+                raise UserError(f"{path}:{number}: a manifest line needs {keys} "
                                 f"(write manifests with the `manifest` command)")
             records.append(record)
     if not records:
