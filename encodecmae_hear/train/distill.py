@@ -23,20 +23,18 @@ student's frame embedding to the teacher's width.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from encodecmae_hear import files
-from encodecmae_hear.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from encodecmae_hear.checkpoint import load_checkpoint, resolve_checkpoint
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.config import CHUNK_SECONDS, FRAME_RATE, HOP_LENGTH
 from encodecmae_hear.model.mobile import MOBILE_PRESETS, MobileConfig, MobileModel, mobile_preset
-from encodecmae_hear.train.loop import train
 from encodecmae_hear.train.mobile_objectives import to_16k
 from encodecmae_hear.train.provenance import base_record
-from encodecmae_hear.train.run import add_training_arguments, start_run
+from encodecmae_hear.train.run import add_training_arguments, start_run, train_and_release
 
 STUDENT_RATE = 25  # frames/s of every mobile preset
 GROUP = round(FRAME_RATE) // STUDENT_RATE  # 3 teacher frames per student frame
@@ -179,12 +177,5 @@ def run(args: argparse.Namespace) -> int:
         trained=True, **objective.provenance(), preset=size,
         corpus={"data": str(args.data), "hours": source.hours},
         notes=f"mobile student ({size}) distilled from {teacher_path.name}, blocks {settings['blocks']}")
-    status = train(student, objective, source, cfg, provenance=provenance, resume=resume, log=log)
-    if status != "done":
-        return 143 if status == "SIGTERM" else 130
-    if proc.main:
-        release = Path(args.out) / "model.pt"
-        save_checkpoint(release, student, provenance={**provenance, "steps": cfg.steps,
-                                                      "samples_seen": cfg.steps * cfg.batch_size})
-        log(f"done: {release}")
-    return 0
+    return train_and_release(student, objective, source, cfg, proc, log, provenance=provenance,
+                             resume=resume)

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from encodecmae_hear.checkpoint import save_checkpoint
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.config import FRONTENDS, HOP_LENGTH, PRESETS, ModelConfig, preset
 from encodecmae_hear.model.encodec import (
@@ -36,10 +34,9 @@ from encodecmae_hear.model.encodec import (
     weights_from_env,
 )
 from encodecmae_hear.model.mae import EncodecMAE
-from encodecmae_hear.train.loop import train
 from encodecmae_hear.train.objectives import EncodecTargets, FrontendFeatures, KMeansTargets, teacher_kmeans
 from encodecmae_hear.train.provenance import base_record
-from encodecmae_hear.train.run import add_training_arguments, start_run
+from encodecmae_hear.train.run import add_training_arguments, start_run, train_and_release
 
 UNTRAINED_TARGETS_WARNING = (
     f"warning: no EnCodec weights (--encodec-weights FILE or ${ENV_VAR}): the targets will "
@@ -126,17 +123,8 @@ def run(args: argparse.Namespace) -> int:
         trained=True, targets=kind, objective=objective.name, preset=size,
         corpus={"data": str(args.data), "hours": source.hours}, **extra,
         notes=f"EnCodecMAE pretraining, {model.config.frontend} frontend, targets {kind}")
-    status = train(model, objective, source, cfg, provenance=provenance, tokenizer=tokenizer,
-                   resume=resume, log=log)
-    if status != "done":
-        return 143 if status == "SIGTERM" else 130
-    if proc.main:
-        release = Path(args.out) / "model.pt"
-        save_checkpoint(release, model, tokenizer=tokenizer,
-                        provenance={**provenance, "steps": cfg.steps,
-                                    "samples_seen": cfg.steps * cfg.batch_size})
-        log(f"done: {release}")
-    return 0
+    return train_and_release(model, objective, source, cfg, proc, log, provenance=provenance,
+                             resume=resume, tokenizer=tokenizer)
 
 
 def encodec_setup(args, cfg, source, proc, log, resume):

@@ -10,17 +10,14 @@ MobileModel checkpoint (the head is kept) for `encodecmae_hear.mobile_hear`.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from encodecmae_hear.checkpoint import save_checkpoint
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.mobile import HOP, MOBILE_PRESETS, SAMPLE_RATE, MobileConfig, mobile_preset
-from encodecmae_hear.train.loop import train
 from encodecmae_hear.train.mobile_objectives import DEFAULT_SLICE_FRAMES, MOBILE_OBJECTIVES, build_task
 from encodecmae_hear.train.provenance import base_record
-from encodecmae_hear.train.run import add_training_arguments, start_run
+from encodecmae_hear.train.run import add_training_arguments, start_run, train_and_release
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,12 +60,5 @@ def run(args: argparse.Namespace) -> int:
         trained=True, **objective.provenance(), preset=size, slice_frames=slice_frames,
         corpus={"data": str(args.data), "hours": source.hours},
         notes=f"mobile encoder ({size}), self-supervised {args.objective} pretraining")
-    status = train(task, objective, source, cfg, provenance=provenance, resume=resume, log=log)
-    if status != "done":
-        return 143 if status == "SIGTERM" else 130
-    if proc.main:
-        release = Path(args.out) / "model.pt"
-        save_checkpoint(release, task, provenance={**provenance, "steps": cfg.steps,
-                                                   "samples_seen": cfg.steps * cfg.batch_size})
-        log(f"done: {release}")
-    return 0
+    return train_and_release(task, objective, source, cfg, proc, log, provenance=provenance,
+                             resume=resume)

@@ -11,10 +11,11 @@ from pathlib import Path
 import torch.distributed as dist
 from tqdm import tqdm
 
+from encodecmae_hear.checkpoint import save_checkpoint
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.config import FRAME_RATE, ModelConfig
 from encodecmae_hear.train.data import ManifestSource, ShardSource, data_kind, default_workers, open_source
-from encodecmae_hear.train.loop import Process, TrainConfig, init_process, split_batch
+from encodecmae_hear.train.loop import Process, TrainConfig, init_process, split_batch, train
 from encodecmae_hear.train.manifest import save_manifest, scan
 from encodecmae_hear.train.state import latest_checkpoint, list_checkpoints
 
@@ -164,3 +165,20 @@ def start_run(args):
     if proc.main:
         log(f"data loader: {cfg.workers} worker processes per training process")
     return proc, log, cfg, source, resume
+
+
+def train_and_release(model, objective, source, cfg: TrainConfig, proc: Process, log, *,
+                      provenance: dict, resume: dict | None, tokenizer=None) -> int:
+    """Runs the loop; when it finishes, rank 0 writes OUT/model.pt. Returns the command's
+    exit status: 0, or 143 / 130 after SIGTERM / SIGINT (the run resumes with --resume)."""
+    status = train(model, objective, source, cfg, provenance=provenance, tokenizer=tokenizer,
+                   resume=resume, log=log)
+    if status != "done":
+        return 143 if status == "SIGTERM" else 130
+    if proc.main:
+        release = Path(cfg.out_dir) / "model.pt"
+        save_checkpoint(release, model, tokenizer=tokenizer,
+                        provenance={**provenance, "steps": cfg.steps,
+                                    "samples_seen": cfg.steps * cfg.batch_size})
+        log(f"done: {release}")
+    return 0

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from encodecmae_hear.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
+from encodecmae_hear.checkpoint import load_checkpoint, model_from_payload
 from encodecmae_hear.errors import UserError
-from encodecmae_hear.train.loop import train
 from encodecmae_hear.train.objectives import KMeansTargets, teacher_kmeans
 from encodecmae_hear.train.provenance import base_record
-from encodecmae_hear.train.run import add_training_arguments, start_run
+from encodecmae_hear.train.run import add_training_arguments, start_run, train_and_release
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,12 +68,5 @@ def run(args: argparse.Namespace) -> int:
         lineage={"parent": {"path": parent_path, "provenance": parent["provenance"],
                             "config": parent["config"]}},
         notes=f"self-trained from {parent_path} on k-means ids ({args.clusters} clusters)")
-    status = train(student, objective, source, cfg, provenance=provenance, resume=resume, log=log)
-    if status != "done":
-        return 143 if status == "SIGTERM" else 130
-    if proc.main:
-        release = Path(args.out) / "model.pt"
-        save_checkpoint(release, student, provenance={**provenance, "steps": cfg.steps,
-                                                      "samples_seen": cfg.steps * cfg.batch_size})
-        log(f"done: {release}")
-    return 0
+    return train_and_release(student, objective, source, cfg, proc, log, provenance=provenance,
+                             resume=resume)
