@@ -11,7 +11,7 @@ from encodecmae_hear.cli import main
 from encodecmae_hear.hear import get_scene_embeddings, load_model
 from encodecmae_hear.model.config import ModelConfig, preset
 from encodecmae_hear.model.mae import EncodecMAE
-from encodecmae_hear.train import pretrain
+from encodecmae_hear.train import run as train_run
 from tests.train_helpers import (
     one_thread,  # noqa: F401 (autouse fixture)
     tiny_args,
@@ -94,7 +94,7 @@ def test_initial_state_rebuilds_an_untrained_pretraining_checkpoint_bit_for_bit(
         save_checkpoint(untrained, model, provenance={**provenance, "train_config": dataclasses.asdict(cfg)})
         return "SIGINT"
 
-    monkeypatch.setattr(pretrain, "train", save_instead_of_training)
+    monkeypatch.setattr(train_run, "train", save_instead_of_training)  # the loop, as train_and_release calls it
     with torch.random.fork_rng(devices=[]):
         assert main(["pretrain", *tiny_args(manifest, tmp_path / "run", 1, "--targets", "mel-kmeans",
                                             "--clusters", "8", "--kmeans-clips", "3", "--seed", "7")]) == 130
