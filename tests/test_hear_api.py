@@ -6,6 +6,7 @@ import torch
 
 from encodecmae_hear.audio import Chunker
 from encodecmae_hear.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings
+from encodecmae_hear.hear import load_model
 from tests.conftest import tone_mix
 
 
@@ -168,3 +169,65 @@ def test_encodec_frontend_through_the_hear_path(tiny_encodec):
     assert emb.shape == (2, expected_frames(audio.shape[1], 16000), 64)
     alone, _ = get_timestamp_embeddings(audio[1:], model)
     torch.testing.assert_close(emb[1], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", ["tiny_mel", "tiny_encodec"])
+def test_bf16_is_close_to_fp32_and_returns_float32(model_name, request):
+    mae = request.getfixturevalue(model_name)
+    audio = tone_mix(5.0, 48000, seed=9, n=2)
+    fp32 = HearModel(mae, layer="input+concat")
+    bf16 = HearModel(mae, layer="input+concat", dtype="bf16")
+    a, ts_a = get_timestamp_embeddings(audio, fp32)
+    b, ts_b = get_timestamp_embeddings(audio, bf16)
+    scene = get_scene_embeddings(audio, bf16)
+    assert b.dtype == ts_b.dtype == scene.dtype == torch.float32
+    assert b.shape == a.shape and torch.equal(ts_a, ts_b)
+    # bf16 really ran: fp32 runs agree to ~1e-6, bf16 differs in the third digit
+    assert (a - b).abs().max() > 1e-3
+    # Measured on these models: every frame of every block at cosine > 0.99996 to fp32.
+    blocks = a.shape[-1] // mae.config.dim
+    cos = torch.nn.functional.cosine_similarity(a.view(2, -1, blocks, mae.config.dim),
+                                                b.view(2, -1, blocks, mae.config.dim), dim=-1)
+    assert cos.min() > 0.9995
+
+
+def test_bf16_keeps_the_frontend_in_fp32(tiny_encodec):
+    chunk = tone_mix(4.0, 24000, seed=10)
+    with torch.no_grad():
+        plain = tiny_encodec.frontend(chunk)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            features = HearModel(tiny_encodec, dtype="bf16").frontend_features(chunk)
+    assert features.dtype == torch.float32 and torch.equal(features, plain)
+
+
+def test_bad_dtype_is_refused_with_the_choices(tiny_mel):
+    for bad in ("fp16", "float32", torch.bfloat16, None):
+        with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16'\)"):
+            HearModel(tiny_mel, dtype=bad)
+
+
+def test_dtype_option_reaches_the_model_through_load_model(tiny_checkpoint):
+    assert load_model(str(tiny_checkpoint)).compute_dtype == "fp32"
+    assert load_model(str(tiny_checkpoint), dtype="bf16").compute_dtype == "bf16"
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_model(str(tiny_checkpoint), dtype="half")
+
+
+def test_cpu_batches_follow_the_thread_count_and_not_the_results(tiny_encodec):
+    audio = tone_mix(9.0, 16000, seed=11, n=2)  # 6 windows
+    model = HearModel(tiny_encodec, 16000)
+    batches = []
+    hook = tiny_encodec.frontend.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone, _ = get_timestamp_embeddings(audio, model)
+        assert batches == [1] * 6  # one thread: window by window
+        batches.clear()
+        torch.set_num_threads(2)
+        together, _ = get_timestamp_embeddings(audio, model)
+        assert batches == [6]
+    finally:
+        torch.set_num_threads(threads)
+        hook.remove()
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
