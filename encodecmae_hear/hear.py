@@ -12,7 +12,8 @@ standardised channel by channel before the layer option picks or joins them.
 
 Speed: the frontend always runs in fp32, the Transformer in fp32 or, with dtype "bf16",
 under bf16 autocast; outputs are float32. Windows go through in batches of
-`chunk_batch_size`, fewer on CPU (`windows_per_batch`).
+`chunk_batch_size`; on CPU in smaller ones, and the frontend window by window
+(`windows_per_batch`, `frontend_features`).
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
 
 LAYER_CHOICES = ("last", "mean", "concat", "input+concat")
 DTYPES = ("fp32", "bf16")
-# Windows per batch on a CPU running several threads, per thread (see windows_per_batch).
-CPU_WINDOWS_PER_THREAD = 4
+# Windows per batch on CPU, per thread (see windows_per_batch).
+CPU_WINDOWS_PER_THREAD = 1
 
 
 class HearModel(nn.Module):
@@ -77,22 +78,22 @@ class HearModel(nn.Module):
         return layers[self.layer]
 
     def windows_per_batch(self, device: torch.device) -> int:
-        """Windows embedded at once: `chunk_batch_size`, but on CPU one window with one
-        thread and at most CPU_WINDOWS_PER_THREAD per thread with more. Measured on 2
-        cores: with one thread, batches only spill the cache (EnCodec's convolutions
-        took 1.7x the time per window in batches of 8, a Base Transformer 1.1x in
-        batches of 4 or 16); with two, batches amortise the threads' synchronisation
-        (a whole Base embedding took 3x the time one window at a time, 1.5x two at a time)."""
+        """Windows embedded at once: `chunk_batch_size`, on CPU at most one per thread.
+        Larger batches spill the CPU's caches: a Base mel256 model on 32 s, 2 cores,
+        took 5.4 / 5.0 / 5.7 / 6.2 s in batches of 1 / 2 / 8 / 16 windows with 2 threads,
+        and with 1 thread 1.1x the time in batches of 4 or 16 than of 1."""
         if device.type != "cpu":
             return self.chunk_batch_size
-        threads = torch.get_num_threads()
-        return min(self.chunk_batch_size, 1 if threads == 1 else CPU_WINDOWS_PER_THREAD * threads)
+        return min(self.chunk_batch_size, CPU_WINDOWS_PER_THREAD * torch.get_num_threads())
 
     def frontend_features(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, 96000) at 24 kHz -> frontend features (B, T, F), in fp32 whatever the
-        autocast around."""
+        autocast around; on CPU window by window, as EnCodec's convolutions are
+        memory-bound there (a small EnCodec model on 32 s, 2 threads: 6.5 s with the
+        frontend in batches of 8 windows, 4.6 s window by window)."""
+        group = 1 if wav.device.type == "cpu" else wav.shape[0]
         with torch.autocast(wav.device.type, enabled=False):
-            return self.mae.frontend(wav)
+            return torch.cat([self.mae.frontend(w) for w in wav.split(group)])
 
     @torch.no_grad()
     def encode_windows(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:

@@ -215,19 +215,28 @@ def test_dtype_option_reaches_the_model_through_load_model(tiny_checkpoint):
 
 def test_cpu_batches_follow_the_thread_count_and_not_the_results(tiny_encodec):
     audio = tone_mix(9.0, 16000, seed=11, n=2)  # 6 windows
-    model = HearModel(tiny_encodec, 16000)
-    batches = []
-    hook = tiny_encodec.frontend.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    frontend_calls, transformer_calls = [], []
+    hooks = [tiny_encodec.frontend.register_forward_hook(
+                 lambda m, args, out: frontend_calls.append(args[0].shape[0])),
+             tiny_encodec.encoder.register_forward_hook(
+                 lambda m, args, out: transformer_calls.append(args[0].shape[0]))]
     threads = torch.get_num_threads()
+    outputs = []
     try:
-        torch.set_num_threads(1)
-        alone, _ = get_timestamp_embeddings(audio, model)
-        assert batches == [1] * 6  # one thread: window by window
-        batches.clear()
-        torch.set_num_threads(2)
-        together, _ = get_timestamp_embeddings(audio, model)
-        assert batches == [6]
+        for n_threads, batches in ((1, [1] * 6), (2, [2] * 3), (4, [4, 2])):
+            frontend_calls.clear()
+            transformer_calls.clear()
+            torch.set_num_threads(n_threads)
+            outputs.append(get_timestamp_embeddings(audio, HearModel(tiny_encodec, 16000))[0])
+            assert transformer_calls == batches  # one window per thread at most
+            assert frontend_calls == [1] * 6  # the frontend window by window
+        torch.set_num_threads(4)
+        transformer_calls.clear()
+        get_timestamp_embeddings(audio, HearModel(tiny_encodec, 16000, chunk_batch_size=3))
+        assert transformer_calls == [3, 3]  # chunk_batch_size still bounds the batch
     finally:
         torch.set_num_threads(threads)
-        hook.remove()
-    torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
+        for hook in hooks:
+            hook.remove()
+    for other in outputs[1:]:
+        torch.testing.assert_close(other, outputs[0], atol=1e-5, rtol=1e-5)

@@ -179,3 +179,12 @@ def test_encodec_frontend_folds_weight_norm_without_changing_outputs_or_keys():
         assert model.frontend.folded_encoder() is not folded
         changed = model.frontend.encoder(wav[:, None]).transpose(1, 2)
         assert not torch.equal(changed, hooked) and torch.equal(model.frontend(wav), changed)
+
+
+def test_encodec_frontend_built_under_inference_mode_still_runs():
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        model = EncodecMAE(preset("tiny", "encodec")).eval()
+        wav = 0.1 * torch.randn(1, 8_000)
+        assert model.frontend.folded_encoder() is model.frontend.encoder  # no version counters
+        torch.testing.assert_close(model.frontend(wav), model.frontend.encoder(wav[:, None]).transpose(1, 2))
