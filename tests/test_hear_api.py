@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchaudio
 
+from encodecmae_hear import hear
 from encodecmae_hear.audio import HEAR_SAMPLE_RATES, Chunker, num_frames
 from encodecmae_hear.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings, load_model
 from encodecmae_hear.model.config import preset
@@ -208,13 +209,14 @@ def _tiny_model():
 @pytest.mark.parametrize("chunk_batch_size", [1, 4])
 def test_chunk_batch_size_bounds_every_encoder_call(monkeypatch, chunk_batch_size):
     mae = _tiny_model()
-    calls, encode = [], mae.encode
+    calls, encode = [], mae.encode_features
 
-    def spy(wav, lengths=None, **options):
-        calls.append(wav.shape[0])
-        return encode(wav, lengths, **options)
+    def spy(features, lengths=None, **options):
+        calls.append(features.shape[0])
+        return encode(features, lengths, **options)
 
-    monkeypatch.setattr(mae, "encode", spy)
+    monkeypatch.setattr(mae, "encode_features", spy)
+    monkeypatch.setattr(hear, "CPU_WINDOWS_PER_THREAD", 64)  # so that only chunk_batch_size bounds
     model = HearModel(mae, 16000, chunk_batch_size=chunk_batch_size)
     audio = tone_mix(5.0, 16000, seed=12, n=3)  # 2 windows each (4 s + 1 s): 6 in all
     for embed in (get_timestamp_embeddings, get_scene_embeddings):
@@ -295,7 +297,79 @@ def test_load_model_passes_sample_rate_and_chunk_batch_size_through(tiny_checkpo
     assert (default.sample_rate, default.chunk_batch_size) == (48000, 16)
     model = load_model(str(tiny_checkpoint), sample_rate=16000, chunk_batch_size=3)
     assert model.sample_rate == model.chunker.sample_rate == 16000 and model.chunk_batch_size == 3
-    calls, encode = [], model.mae.encode
-    monkeypatch.setattr(model.mae, "encode", lambda wav, *a, **k: calls.append(len(wav)) or encode(wav, *a, **k))
+    calls, encode = [], model.mae.encode_features
+    monkeypatch.setattr(model.mae, "encode_features", lambda x, *a, **k: calls.append(len(x)) or encode(x, *a, **k))
+    monkeypatch.setattr(hear, "CPU_WINDOWS_PER_THREAD", 64)
     emb, _ = get_timestamp_embeddings(tone_mix(9.0, 16000, seed=13, n=2), model)  # 16 kHz: 9 s
     assert emb.shape[1] == 675 and calls == [3, 3]
+
+
+@pytest.mark.parametrize("model_name", ["tiny_mel", "tiny_encodec"])
+def test_bf16_is_close_to_fp32_and_returns_float32(model_name, request):
+    mae = request.getfixturevalue(model_name)
+    audio = tone_mix(5.0, 48000, seed=9, n=2)
+    fp32 = HearModel(mae, layer="input+concat")
+    bf16 = HearModel(mae, layer="input+concat", dtype="bf16")
+    a, ts_a = get_timestamp_embeddings(audio, fp32)
+    b, ts_b = get_timestamp_embeddings(audio, bf16)
+    scene = get_scene_embeddings(audio, bf16)
+    assert b.dtype == ts_b.dtype == scene.dtype == torch.float32
+    assert b.shape == a.shape and torch.equal(ts_a, ts_b)
+    # bf16 really ran: fp32 runs agree to ~1e-6, bf16 differs in the third digit
+    assert (a - b).abs().max() > 1e-3
+    # Measured on these models: every frame of every block at cosine > 0.99996 to fp32.
+    blocks = a.shape[-1] // mae.config.dim
+    cos = torch.nn.functional.cosine_similarity(a.view(2, -1, blocks, mae.config.dim),
+                                                b.view(2, -1, blocks, mae.config.dim), dim=-1)
+    assert cos.min() > 0.9995
+
+
+def test_bf16_keeps_the_frontend_in_fp32(tiny_encodec):
+    chunk = tone_mix(4.0, 24000, seed=10)
+    with torch.no_grad():
+        plain = tiny_encodec.frontend(chunk)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            features = HearModel(tiny_encodec, dtype="bf16").frontend_features(chunk)
+    assert features.dtype == torch.float32 and torch.equal(features, plain)
+
+
+def test_bad_dtype_is_refused_with_the_choices(tiny_mel):
+    for bad in ("fp16", "float32", torch.bfloat16, None):
+        with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16'\)"):
+            HearModel(tiny_mel, dtype=bad)
+
+
+def test_dtype_option_reaches_the_model_through_load_model(tiny_checkpoint):
+    assert load_model(str(tiny_checkpoint)).compute_dtype == "fp32"
+    assert load_model(str(tiny_checkpoint), dtype="bf16").compute_dtype == "bf16"
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_model(str(tiny_checkpoint), dtype="half")
+
+
+def test_cpu_batches_follow_the_thread_count_and_not_the_results(tiny_encodec):
+    audio = tone_mix(9.0, 16000, seed=11, n=2)  # 6 windows
+    frontend_calls, transformer_calls = [], []
+    hooks = [tiny_encodec.frontend.register_forward_hook(
+                 lambda m, args, out: frontend_calls.append(args[0].shape[0])),
+             tiny_encodec.encoder.register_forward_hook(
+                 lambda m, args, out: transformer_calls.append(args[0].shape[0]))]
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for n_threads, batches in ((1, [1] * 6), (2, [2] * 3), (4, [4, 2])):
+            frontend_calls.clear()
+            transformer_calls.clear()
+            torch.set_num_threads(n_threads)
+            outputs.append(get_timestamp_embeddings(audio, HearModel(tiny_encodec, 16000))[0])
+            assert transformer_calls == batches  # one window per thread at most
+            assert frontend_calls == [1] * 6  # the frontend window by window
+        torch.set_num_threads(4)
+        transformer_calls.clear()
+        get_timestamp_embeddings(audio, HearModel(tiny_encodec, 16000, chunk_batch_size=3))
+        assert transformer_calls == [3, 3]  # chunk_batch_size still bounds the batch
+    finally:
+        torch.set_num_threads(threads)
+        for hook in hooks:
+            hook.remove()
+    for other in outputs[1:]:
+        torch.testing.assert_close(other, outputs[0], atol=1e-5, rtol=1e-5)

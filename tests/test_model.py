@@ -172,3 +172,31 @@ def test_codebook_weights_and_config_round_trip():
         preset("base", "spectrogram")
     with pytest.raises(ValueError, match="unknown config keys"):
         ModelConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+
+
+def test_encodec_frontend_folds_weight_norm_without_changing_outputs_or_keys():
+    torch.manual_seed(0)
+    model = EncodecMAE(preset("tiny", "encodec")).eval()
+    keys = list(model.state_dict())
+    assert any(k.endswith("weight_g") for k in keys)  # EnCodec's weight norm, as checkpoints store it
+    wav = 0.1 * torch.randn(2, 20_000)
+    with torch.no_grad():
+        hooked = model.frontend.encoder(wav[:, None]).transpose(1, 2)  # weight recomputed per call
+        assert torch.equal(model.frontend(wav), hooked)
+        folded = model.frontend.folded_encoder()
+        assert not any(name.endswith(("weight_g", "weight_v")) for name, _ in folded.named_parameters())
+        assert list(model.state_dict()) == keys and model.frontend.folded_encoder() is folded
+        # New weights (a load, an in-place edit) give a new folded copy.
+        model.frontend.encoder.model[0].conv.conv.weight_g.mul_(2)
+        assert model.frontend.folded_encoder() is not folded
+        changed = model.frontend.encoder(wav[:, None]).transpose(1, 2)
+        assert not torch.equal(changed, hooked) and torch.equal(model.frontend(wav), changed)
+
+
+def test_encodec_frontend_built_under_inference_mode_still_runs():
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        model = EncodecMAE(preset("tiny", "encodec")).eval()
+        wav = 0.1 * torch.randn(1, 8_000)
+        assert model.frontend.folded_encoder() is model.frontend.encoder  # no version counters
+        torch.testing.assert_close(model.frontend(wav), model.frontend.encoder(wav[:, None]).transpose(1, 2))

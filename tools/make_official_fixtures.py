@@ -54,6 +54,9 @@ VARIANTS = {
     "ec_st": ("wav_only.gin", True),
     "mel256_st": ("mel.gin", True),
 }
+# Macro overrides that give the released sizes (the gin defaults are Base's).
+REAL_SIZES = {"small": {"NUM_ENCODER_LAYERS": 5}, "base": {},
+              "large": {"NUM_ENCODER_LAYERS": 20, "MODEL_DIM": 1024}}
 # Fixed inputs: name -> (seed, samples at 24 kHz). "short": 1.30 s, not a multiple of
 # 320 (the reference masks its last frame); "long": 4 s + 3000 samples (two chunks,
 # nothing masked); "tail": 4 s + 1500 samples (the reference drops the tail).
@@ -246,8 +249,7 @@ def make_v1(ref: Path, out: Path) -> dict:
 def real_size(ref: Path, size: str, out: Path) -> None:
     """Full-size structural check (not committed): the official file, and the
     reference's output on the short clip, under OUT/real_<size>/."""
-    macros = {"small": {"NUM_ENCODER_LAYERS": 5}, "base": {},
-              "large": {"NUM_ENCODER_LAYERS": 20, "MODEL_DIM": 1024}}[size]
+    macros = REAL_SIZES[size]
     target = out / f"real_{size}"
     target.mkdir(parents=True, exist_ok=True)
     for name in ("ec", "mel256_st"):

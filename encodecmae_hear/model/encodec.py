@@ -12,6 +12,7 @@ encoder, which the checkpoint records as `targets = "encodec-untrained-kmeans"`.
 """
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +20,8 @@ from pathlib import Path
 import torch
 from encodec import EncodecModel
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.weight_norm import WeightNorm
 
 from encodecmae_hear.model.config import FRAME_RATE
 
@@ -46,6 +49,26 @@ def build_encodec(weights: str | os.PathLike | None = None, seed: int = 0):
         except RuntimeError as err:
             raise ValueError(f"{path} is not an EnCodec 24 kHz state dict: {err}") from None
     return model.eval()
+
+
+def fold_weight_norm(module: nn.Module) -> nn.Module:
+    """An inference copy of `module` (EnCodec's SEANet encoder) in which every weight-norm
+    reparametrisation is folded into a plain weight: g * v / ||v|| is computed once here
+    instead of before every call, with the same arithmetic, so outputs are unchanged.
+    `module` itself, its parameters and its state-dict keys are left as they are."""
+    hooks = [(m, hook) for m in module.modules() for hook in m._forward_pre_hooks.values()
+             if isinstance(hook, WeightNorm)]
+    with torch.no_grad():  # what a forward would set: the weight, here as a leaf that copies
+        for m, hook in hooks:
+            setattr(m, hook.name, hook.compute_weight(m))
+    folded = copy.deepcopy(module)
+    for m in folded.modules():
+        for hook in [h for h in m._forward_pre_hooks.values() if isinstance(h, WeightNorm)]:
+            torch.nn.utils.remove_weight_norm(m, hook.name)
+        if parametrize.is_parametrized(m):  # torch.nn.utils.parametrizations.weight_norm
+            for name in list(m.parametrizations):
+                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return folded.requires_grad_(False).eval()
 
 
 def weights_from_env() -> str | None:

@@ -15,7 +15,7 @@ from torch import nn
 from torchaudio.compliance.kaldi import fbank
 
 from encodecmae_hear.model.config import HOP_LENGTH, SAMPLE_RATE
-from encodecmae_hear.model.encodec import build_encodec
+from encodecmae_hear.model.encodec import build_encodec, fold_weight_norm
 
 MEL_BINS = 256
 MEL_FRAME_MS, MEL_SHIFT_MS = 26.56, 13.28   # the paper's constants
@@ -31,6 +31,9 @@ class EncodecFrontend(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.encoder.requires_grad_(False)
+        # The encoder with weight norm folded (fold_weight_norm), rebuilt whenever the
+        # encoder's tensors change; in a tuple, so that it adds no submodule or state-dict key.
+        self._folded: tuple = ()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -41,10 +44,23 @@ class EncodecFrontend(nn.Module):
     def num_frames(num_samples: int) -> int:
         return math.ceil(num_samples / HOP_LENGTH)
 
+    def folded_encoder(self) -> nn.Module:
+        """The encoder with its weight norm folded: the same outputs, about 10 % less time
+        on CPU (weights are not recomputed at every call). Tensors made under
+        torch.inference_mode have no version counter to tell a change: then the encoder
+        itself is used."""
+        tensors = (*self.encoder.parameters(), *self.encoder.buffers())
+        if any(t.is_inference() for t in tensors):
+            return self.encoder
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        if not self._folded or self._folded[0] != key:
+            self._folded = (key, fold_weight_norm(self.encoder))
+        return self._folded[1]
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, T, 128)
         # fp32 even under autocast: the latents double as the tokenizer's input
         with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
-            latent = self.encoder(wav[:, None, :].float())  # (B, 128, T)
+            latent = self.folded_encoder()(wav[:, None, :].float())  # (B, 128, T)
         return latent.transpose(1, 2)
 
 

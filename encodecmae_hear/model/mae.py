@@ -87,16 +87,28 @@ class EncodecMAE(nn.Module):
         """wav (B, N) at 24 kHz -> frontend features (B, T, F), tokens (B, T, D) with
         encoder positions, padding (B, T)."""
         features = self.frontend(wav)  # (B, T, F)
-        padding = self.padding_mask(lengths, features.shape[1], wav.shape[0], wav.device)
+        return (features, *self.tokens(features, lengths))
+
+    def tokens(self, features: torch.Tensor, lengths: torch.Tensor | None = None):
+        """Frontend features (B, T, F) -> tokens (B, T, D) with encoder positions, and the
+        padding (B, T) of items holding `lengths` samples at 24 kHz."""
+        batch, frames, _ = features.shape
+        padding = self.padding_mask(lengths, frames, batch, features.device)
         tokens = self.encoder_positions(self.input_proj(features.to(self.input_proj.weight.dtype)))
-        return features, tokens, padding
+        return tokens, padding
 
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None,
                with_input: bool = False) -> list[torch.Tensor]:
         """Unmasked encoding for embeddings: a list with one (B, T, D) tensor per encoder
         layer (each layer's x0 stream; the last is the stack output x0 + LN(x1)), led by
         the encoder's input tokens (frontend projection plus positions) if `with_input`."""
-        _, tokens, padding = self.embed_frames(wav, lengths)
+        return self.encode_features(self.frontend(wav), lengths, with_input)
+
+    def encode_features(self, features: torch.Tensor, lengths: torch.Tensor | None = None,
+                        with_input: bool = False) -> list[torch.Tensor]:
+        """`encode` from frontend features (B, T, F) already computed (by window, in
+        fp32: hear.py runs the frontend apart from the Transformer)."""
+        tokens, padding = self.tokens(features, lengths)
         out, per_layer = self.encoder(tokens, padding, return_layers=True)
         return ([tokens] if with_input else []) + per_layer[:-1] + [out]
 
