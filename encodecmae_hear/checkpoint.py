@@ -34,7 +34,8 @@ from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.config import ModelConfig
 from encodecmae_hear.model.encodec import build_tokenizer
 from encodecmae_hear.model.mae import EncodecMAE
-from encodecmae_hear.model.mobile import ARCHITECTURE as MOBILE, MobileConfig, MobileModel
+from encodecmae_hear.model.mobile import ARCHITECTURE as MOBILE
+from encodecmae_hear.model.mobile import MobileConfig, MobileModel
 from encodecmae_hear.official.convert import Converted, OfficialCheckpointError, read_official
 from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 
