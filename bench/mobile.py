@@ -72,7 +72,8 @@ def time_case(name: str, backend: str, onnx_path: str, seconds: float, student: 
     get_timestamp_embeddings = (mae_hear if name in ENCODECMAE else mobile_hear).get_timestamp_embeddings
     if backend != "torch":
         hear = MobileHear(OnnxFrames(onnx_path, threads=1))
-    audio = (0.1 * torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    noise = torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(0))
+    audio = (0.1 * noise).clamp(-1, 1)
     emb, _ = get_timestamp_embeddings(audio[:, :16000], hear)  # warm-up
     best = float("inf")
     for _ in range(3):
@@ -110,10 +111,12 @@ def describe(name: str, student: str | None, folder: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--models", nargs="+", default=[*MOBILE, "student", *ENCODECMAE])
-    parser.add_argument("--student", default=None, help="a trained student checkpoint (default: random weights)")
+    parser.add_argument("--student", default=None,
+                        help="a trained student checkpoint (default: random weights)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -132,16 +135,15 @@ def main() -> None:
                 onnx = Path(tmp) / (f"{name}.onnx" if backend == "ort" else f"{name}.int8.onnx")
                 cmd = [sys.executable, __file__, "--case", f"{name},{backend},{onnx}",
                        "--seconds", str(args.seconds)] + (["--student", args.student] if args.student else [])
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
                 if out.returncode != 0:
                     raise SystemExit(f"{name} {backend} failed: {out.stderr[-1500:]}")
                 rtf[backend] = json.loads(out.stdout.strip().splitlines()[-1])["rtf"]
-            cost = row.get("int8_cost", {})
+            cost, nan = row.get("int8_cost", {}), float("nan")
             print(f"{name:15s} {row['params'] / 1e6:8.2f}M {row['macs'] / 1e6:8.1f} {row['pt_mb']:7.2f} "
-                  f"{row.get('onnx_mb', float('nan')):8.2f} {row.get('int8_mb', float('nan')):8.2f} "
-                  f"{rtf['torch']:9.1f}x {rtf.get('ort', float('nan')):7.1f}x {rtf.get('int8', float('nan')):8.1f}x "
-                  f"{cost.get('cosine', float('nan')):9.4f} {cost.get('relative_rms', float('nan')):9.4f}",
-                  flush=True)
+                  f"{row.get('onnx_mb', nan):8.2f} {row.get('int8_mb', nan):8.2f} {rtf['torch']:9.1f}x "
+                  f"{rtf.get('ort', nan):7.1f}x {rtf.get('int8', nan):8.1f}x "
+                  f"{cost.get('cosine', nan):9.4f} {cost.get('relative_rms', nan):9.4f}", flush=True)
             if "parity" in row and row["parity"] > 1e-4:
                 print(f"  warning: ONNX differs from PyTorch by {row['parity']:.2e}")
 

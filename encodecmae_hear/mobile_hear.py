@@ -79,9 +79,10 @@ class MobileHear(nn.Module):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if output == "distill" and config.head != "distill":
-            raise ValueError(f"output 'distill' needs a distilled student; this model's head is {config.head!r}")
+            raise ValueError(f"output 'distill' needs a distilled student; this model's head "
+                             f"is {config.head!r}")
         self.config, self.output, self.hop = config, output, config.frame_hop
-        self.chunk_frames = max(1, int(round(float(chunk_seconds) * config.frame_rate)))
+        self.chunk_frames = max(1, round(float(chunk_seconds) * config.frame_rate))
         self.scene_embedding_size = self.timestamp_embedding_size = output_width(config, output)
         self.provenance: dict = {}
 

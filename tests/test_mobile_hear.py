@@ -110,13 +110,14 @@ def test_load_model_reads_a_checkpoint(mobile_checkpoint, tiny_mobile):
     assert model.provenance["notes"] == "test" and model.timestamp_embedding_size == 64
     audio = tone_mix(1.0, 16000, seed=4)
     with torch.no_grad():
-        torch.testing.assert_close(model.embed(audio), tiny_mobile.frames(audio)[:, :25], atol=1e-5, rtol=1e-5)
+        expected = tiny_mobile.frames(audio)[:, :25]
+    torch.testing.assert_close(model.embed(audio), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_hear_validator_accepts_a_mobile_checkpoint(mobile_checkpoint):
     result = subprocess.run([validator_exe(), "encodecmae_hear.mobile_hear", "--model",
                              str(mobile_checkpoint), "--device", "cpu"],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Looks good!" in output and "Model sample rate is: 16000" in output

@@ -68,7 +68,7 @@ def test_export_refuses_what_it_cannot_do(tmp_path, mobile_checkpoint, tiny_chec
 
 def test_hear_validator_accepts_the_onnx_file(exported):
     result = subprocess.run([validator_exe(), "encodecmae_hear.mobile_hear", "--model", str(exported),
-                             "--device", "cpu"], capture_output=True, text=True, timeout=600)
+                             "--device", "cpu"], capture_output=True, text=True, timeout=600, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Looks good!" in output and "Max timestamp 3980.0" in output

@@ -103,7 +103,8 @@ def compare(model: MobileModel, path, output: str, seconds: float = 3.3) -> dict
         expected = model.distilled(wav) if output == "distill" else model.frames(wav)
     got = OnnxFrames(str(path))(wav)
     if got.shape != expected.shape:
-        raise RuntimeError(f"{path}: ONNX frames have shape {tuple(got.shape)}, PyTorch {tuple(expected.shape)}")
+        raise RuntimeError(f"{path}: ONNX frames have shape {tuple(got.shape)}, "
+                           f"PyTorch {tuple(expected.shape)}")
     error = got - expected
     return {"max_abs_diff": float(error.abs().max()),
             "relative_rms": float(error.pow(2).mean().sqrt() / expected.pow(2).mean().sqrt()),

@@ -71,6 +71,7 @@ class DistillTask(MobileModel):
     """The student as the train loop runs it: 24 kHz crops -> predicted teacher blocks."""
 
     compiled_parts = ("encoder", "head")
+    compile_dynamic = False  # fixed crop shapes; inductor fails on symbolic pooling sizes
 
     def forward(self, wav, lengths=None, generator=None) -> dict:
         wav16, lengths16 = to_16k(wav, lengths)

@@ -244,7 +244,7 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
     if cfg.compile:  # in place, so state-dict keys stay; masking and gathers stay eager
         for name in getattr(model, "compiled_parts", ("encoder", "decoder")):
             if getattr(model, name, None) is not None:
-                getattr(model, name).compile(dynamic=True)
+                getattr(model, name).compile(dynamic=getattr(model, "compile_dynamic", True))
     autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16 if precision == "bf16"
                               else torch.float16, enabled=precision in ("bf16", "fp16"))
     batches = iter(make_loader(source, micro, proc.rank, proc.world, cfg.seed, step * accum,

@@ -53,6 +53,7 @@ class MobileTask(MobileModel):
     """The mobile model as the train loop runs it: 24 kHz crops in, a dict out."""
 
     compiled_parts = ("encoder", "head")
+    compile_dynamic = False  # fixed slice shapes; inductor fails on symbolic pooling sizes
 
     def __init__(self, config: MobileConfig, slice_frames: int = DEFAULT_SLICE_FRAMES):
         super().__init__(config)
