@@ -42,7 +42,7 @@ install: $(STAMP)
 # recipe that `make wheel-check` uses too.
 $(STAMP): setup.cfg setup.py constraints.txt tools/install_hear_tools.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear,mobile]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear,mobile,teachers]'
 	$(PY) tools/install_hear_tools.py
 	touch $(STAMP)
 
