@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 MODEL   ?=
 
 .PHONY: help install demo test wheel-check bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks
-.PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default
+.PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default teacher-ablation teacher-ablation-run
 .PHONY: mobile-pretrain distill
 
 help:
@@ -30,7 +30,9 @@ help:
 	@echo "make hear      MODEL= TASKS_DIR=tasks SUITE=hear18 SEEDS=3 OPTIONS='{\"layer\": 5}' DEVICE= RUNS=runs/hear"
 	@echo "               embed + predict + table (docs/EVALUATE.md); steps: hear-validate hear-embed hear-predict hear-table"
 	@echo "make synth-tasks TASKS_DIR=tasks: write the synthetic HEAR suite (SUITE=synthetic)"
-	@echo "make default-model CORPUS=../corpus: retrain the bundled checkpoints/default.pt (checkpoints/README.md)"
+	@echo "make default-model CORPUS=../corpus TEACHERS=: retrain the bundled checkpoints/default.pt (checkpoints/README.md)"
+	@echo "               TEACHERS=crepe,resemblyzer,vad: with teacher target streams (pip install '.[teachers]')"
+	@echo "make teacher-ablation CORPUS= SEEDS=3: mel only, + each teacher, + all (runs/ablation/)"
 	@echo "make prove-default TASKS=../heldout_tasks: HEAR table of the bundled model vs random weights vs naive"
 
 install: $(STAMP)
@@ -40,7 +42,7 @@ install: $(STAMP)
 # recipe that `make wheel-check` uses too.
 $(STAMP): setup.cfg setup.py constraints.txt tools/install_hear_tools.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear,mobile]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hear,mobile,teachers]'
 	$(PY) tools/install_hear_tools.py
 	touch $(STAMP)
 
@@ -132,18 +134,41 @@ heldout-tasks: $(STAMP)
 # the same run resumed with STEPS=4400, which restarts the cosine schedule over the
 # longer horizon (lr 2.5e-4 at step 2,400). Stage 1 writes model.pt when it finishes,
 # so stage 1 is skipped once that file exists. HARDWARE is recorded in the checkpoint.
-DEFAULT_RUN ?= runs/default
+# TEACHERS=crepe,resemblyzer,vad adds those teachers' k-means streams (pip install
+# '.[teachers]'; docs/TRAINING.md, "Teacher targets") in a run folder of its own;
+# TEACHER_WEIGHTS=0.5 (one for all, or one per teacher) weights their losses.
+comma := ,
+TEACHERS        ?=
+TEACHER_WEIGHTS ?=
+TEACHER_ARGS = $(if $(TEACHERS),--teachers $(TEACHERS) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)))
+DEFAULT_RUN ?= runs/default$(if $(TEACHERS),-$(subst $(comma),-,$(TEACHERS)))
 DEFAULT_LAYER_REASON = chosen on the held-out tasks themselves (there is no separate validation suite): 5-fold logistic-regression probe of the 4,400-step model on the four k-fold scene tasks, input+concat 80.6, concat 80.4, last 77.8 (%); heareval runs of every variant: README, section 'The bundled default model'
 HARDWARE    ?= unknown
+SEED_ARGS ?=
 DEFAULT_PRETRAIN = $(MAKE) pretrain DATA=$(CORPUS)/packed PRESET=mini FRONTEND=mel256 BATCH=16 \
 	    OUT=$(DEFAULT_RUN) ARGS="--targets mel-kmeans --clusters 512 --lr 5e-4 --warmup-steps 200 \
-	    --schedule cosine --workers 1 --checkpoint-every 200 --log-every 25"
+	    --schedule cosine --workers 1 --checkpoint-every 200 --log-every 25 $(TEACHER_ARGS) $(SEED_ARGS)"
 default-model: $(STAMP)
 	test -f $(DEFAULT_RUN)/model.pt || $(DEFAULT_PRETRAIN) STEPS=2400
 	$(DEFAULT_PRETRAIN) STEPS=4400
 	$(PY) -m encodecmae_hear bundle $(DEFAULT_RUN) -o checkpoints/default.pt --half --hardware "$(HARDWARE)" \
 	    --hear-layer input+concat --hear-layer-reason "$(DEFAULT_LAYER_REASON)"
 	$(PY) -m encodecmae_hear embedding-stats checkpoints/default.pt --data $(CORPUS)/packed
+
+# The teacher ablation (issue 16): the default recipe's first stage (ABLATION_STEPS) with
+# mel-kmeans only, each teacher alone and all three, for training seeds 1..SEEDS; each run
+# in runs/ablation/<teachers>-seed<N>, bundled to model.pt there. Hours of CPU per run.
+ABLATION       ?= mel crepe resemblyzer vad crepe,resemblyzer,vad
+ABLATION_STEPS ?= 2400
+teacher-ablation: $(STAMP)
+	for t in $(ABLATION); do for s in $$(seq 1 $(SEEDS)); do \
+	    $(MAKE) teacher-ablation-run DEFAULT_RUN=runs/ablation/$$(echo $$t | tr , -)-seed$$s \
+	        STEPS=$(ABLATION_STEPS) SEED_ARGS="--seed $$s" TEACHERS=$$(test $$t = mel || echo $$t) || exit 1; \
+	done; done
+
+teacher-ablation-run: $(STAMP)
+	$(DEFAULT_PRETRAIN)
+	$(PY) -m encodecmae_hear bundle $(DEFAULT_RUN) -o $(DEFAULT_RUN)/release.pt --half --hardware "$(HARDWARE)"
 
 # The bundled model, the same architecture with random weights and hearbaseline.naive on
 # the held-out tasks plus the synthetic suite; table and plot in runs/proof/.

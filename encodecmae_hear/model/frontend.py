@@ -1,10 +1,15 @@
 """Audio frontends: 24 kHz waveform (B, N) -> frame features (B, T, F) at ~75 frames/s.
 
 * `EncodecFrontend` ("encodec"): the frozen EnCodec 24 kHz encoder, 128-d latents,
-  T = ceil(N / 320).
+  T = ceil(N / 320); frame i is centred on sample 320 i + 160.
 * `MelFrontend` ("mel256"): Kaldi-compatible 256-bin log-mel fbank, 26.56 ms windows
   every 13.28 ms (637 / 318 samples), normalised as (x + 6.12) / 4.82,
-  T = 1 + (N - 637) // 318.
+  T = 1 + (N - 637) // 318; frame i is the window [318 i, 318 i + 637), centred on
+  sample 318 i + 318 (so the mel grid runs 0.6 % slower than 75 frames/s: frame 299
+  of a 4 s crop is centred at 3.975 s, not 3.993 s).
+
+`frame_centres(kind, N)` gives those centres (in samples at 24 kHz): what a target
+computed from other features must be aligned to.
 """
 from __future__ import annotations
 
@@ -57,6 +62,10 @@ class EncodecFrontend(nn.Module):
             self._folded = (key, fold_weight_norm(self.encoder))
         return self._folded[1]
 
+    @staticmethod
+    def frame_centres(num_samples: int) -> torch.Tensor:  # (T,) in samples at 24 kHz
+        return torch.arange(EncodecFrontend.num_frames(num_samples)) * HOP_LENGTH + HOP_LENGTH / 2
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, T, 128)
         # fp32 even under autocast: the latents double as the tokenizer's input
         with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
@@ -71,6 +80,10 @@ class MelFrontend(nn.Module):
     def num_frames(num_samples: int) -> int:
         return 0 if num_samples < MEL_WINDOW else 1 + (num_samples - MEL_WINDOW) // MEL_SHIFT
 
+    @staticmethod
+    def frame_centres(num_samples: int) -> torch.Tensor:  # (T,) in samples at 24 kHz
+        return torch.arange(MelFrontend.num_frames(num_samples)) * MEL_SHIFT + (MEL_WINDOW - 1) / 2
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, T, 256)
         if wav.shape[-1] < MEL_WINDOW:
             raise ValueError(f"mel frontend needs at least {MEL_WINDOW} samples at 24 kHz, "
@@ -82,6 +95,15 @@ class MelFrontend(nn.Module):
                           use_energy=False, dither=0.0)
                     for w in wav]
         return (torch.stack(mels) - MEL_MEAN) / MEL_STD
+
+
+FRONTEND_CLASSES = {"mel256": MelFrontend, "encodec": EncodecFrontend}
+
+
+def frame_centres(kind: str, num_samples: int) -> torch.Tensor:
+    """(T,) float64 centre of each frame the `kind` frontend makes of `num_samples` samples,
+    in samples at 24 kHz (divide by 24000 for seconds)."""
+    return FRONTEND_CLASSES[kind].frame_centres(num_samples).double()
 
 
 def build_frontend(kind: str, encodec_model=None) -> nn.Module:

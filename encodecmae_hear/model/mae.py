@@ -72,10 +72,11 @@ class EncodecMAE(nn.Module):
     def num_layers(self) -> int:
         return self.config.encoder_layers
 
-    def new_head(self, num_streams: int, num_tokens: int) -> None:
-        """Swap in a fresh head (self-training predicts one stream of k-means ids)."""
+    def new_head(self, num_streams: int, num_tokens: int, stream_weights=None) -> None:
+        """Swap in a fresh head (self-training predicts one stream of k-means ids; k-means
+        pretraining one stream per feature source), with the streams' loss weights (default 1)."""
         self.config = self.config.replace(num_streams=num_streams, num_tokens=num_tokens,
-                                          stream_weights=(1.0,) * num_streams)
+                                          stream_weights=stream_weights or (1.0,) * num_streams)
         self.head = nn.Linear(self.config.dim, num_streams * num_tokens)
         _init_weights(self.head)
 

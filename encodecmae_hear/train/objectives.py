@@ -12,12 +12,15 @@ distillation) reuse the loop, the data and the checkpointing:
 * `KMeansTargets` (self-training): the id of the nearest of K centroids to a frozen
   teacher's last-layer features (before the final ResiDual combination); in
   pretraining with `--targets mel-kmeans` the "teacher" is `FrontendFeatures`, the
-  log-mel frames themselves (HuBERT's first iteration, on mel instead of MFCC).
+  log-mel frames themselves (HuBERT's first iteration, on mel instead of MFCC). More
+  streams (`KMeansStream`) add the k-means ids of pretrained teachers' frame features
+  (`train/teachers`: pitch, speaker, voice activity), one head stream each.
 * `teacher_kmeans`: the one k-means fit of a teacher's features on corpus crops, shared
-  by self-training and mel-kmeans pretraining.
+  by self-training, mel-kmeans pretraining and every teacher stream.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -117,31 +120,60 @@ class EncodecTargets(_MaskedCrossEntropy):
         return {"objective": self.name, "targets": self.kind}
 
 
+@dataclass
+class KMeansStream:
+    """A target stream: ids of the nearest of `centroids` (K, D) to `teacher`'s frame
+    features, where `teacher.last_layer_features(wav, lengths)` gives ((B, T, D), padding)."""
+
+    name: str
+    teacher: nn.Module
+    centroids: torch.Tensor
+    weight: float = 1.0
+
+    def ids(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # (B, T)
+        features, _ = self.teacher.last_layer_features(wav, lengths)  # (B, T, D)
+        return assign(features.float(), self.centroids)
+
+
 class KMeansTargets(_MaskedCrossEntropy):
-    """Targets = nearest-centroid ids (B, T, 1) of the teacher's last-layer features."""
+    """Targets = nearest-centroid ids (B, T, S): stream 0 of the teacher's features (the
+    frozen model's last layer, or the frontend's frames), then one per stream in `more`,
+    each scored with its weight (the first with `weight`)."""
 
     name = "kmeans"
 
     def __init__(self, teacher: nn.Module, centroids: torch.Tensor, masked_weight: float = 0.9,
-                 settings: dict | None = None):
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.centroids = centroids.float()  # (K, D)
-        self.stream_weights = (1.0,)
+                 settings: dict | None = None, more: tuple[KMeansStream, ...] = (), weight: float = 1.0):
+        self.streams = [KMeansStream("main", teacher.eval().requires_grad_(False), centroids.float(), weight)]
+        self.streams += [KMeansStream(s.name, s.teacher.eval().requires_grad_(False), s.centroids.float(),
+                                      s.weight) for s in more]
+        self.stream_weights = tuple(s.weight for s in self.streams)
         self.masked_weight = masked_weight
         self.settings = dict(settings or {})
 
+    @property
+    def teacher(self) -> nn.Module:
+        return self.streams[0].teacher
+
+    @property
+    def centroids(self) -> torch.Tensor:
+        return self.streams[0].centroids
+
     def to(self, device):
-        self.teacher.to(device)
-        self.centroids = self.centroids.to(device)
+        for stream in self.streams:
+            stream.teacher.to(device)
+            stream.centroids = stream.centroids.to(device)
         return self
 
     @torch.no_grad()
     def targets(self, wav, lengths, out):
-        features, _ = self.teacher.last_layer_features(wav, lengths)  # (B, T, D)
-        return assign(features.float(), self.centroids)[..., None]  # (B, T, 1)
+        return torch.stack([stream.ids(wav, lengths) for stream in self.streams], -1)  # (B, T, S)
 
     def state_dict(self) -> dict:
-        return {"centroids": self.centroids.cpu()}
+        state = {"centroids": self.centroids.cpu()}
+        if len(self.streams) > 1:
+            state["teacher_centroids"] = {s.name: s.centroids.cpu() for s in self.streams[1:]}
+        return state
 
     def provenance(self) -> dict:
         return {"objective": self.name, "targets": "kmeans-teacher-features",

@@ -14,7 +14,9 @@ spectrum, so a mel-frontend model cannot predict them from context and learns li
 beyond their frequencies. Where the official weights are missing, `--targets
 mel-kmeans` gives a learnable target instead: the id of the nearest of --clusters
 k-means centroids of the log-mel frame (one stream; centroids fitted on corpus crops
-and stored in the training state).
+and stored in the training state). `--teachers crepe,resemblyzer,vad` adds one stream
+per pretrained teacher (train/teachers): the k-means ids of its frame features, weighted
+by `--teacher-weights` beside the mel stream's 1.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ from encodecmae_hear.model.mae import EncodecMAE
 from encodecmae_hear.train.objectives import EncodecTargets, FrontendFeatures, KMeansTargets, teacher_kmeans
 from encodecmae_hear.train.provenance import base_record
 from encodecmae_hear.train.run import add_training_arguments, start_run, train_and_release
+from encodecmae_hear.train.teachers import TEACHERS, parse_teachers
+from encodecmae_hear.train.teachers.streams import chosen_teachers, teacher_streams
 
 UNTRAINED_TARGETS_WARNING = (
     f"warning: no EnCodec weights (--encodec-weights FILE or ${ENV_VAR}): the targets will "
@@ -58,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="EnCodec RVQ codes (the paper's), or k-means ids of the log-mel frames")
     parser.add_argument("--clusters", type=int, default=512, help="mel-kmeans: number of clusters")
     parser.add_argument("--kmeans-clips", type=int, default=256, help="mel-kmeans: crops to fit on")
+    parser.add_argument("--teachers", default="",
+                        help=f"mel-kmeans: more target streams, k-means ids of pretrained teachers' "
+                             f"frame features, comma-separated from {','.join(TEACHERS)} "
+                             f"(pip install 'encodecmae_hear[teachers]')")
+    parser.add_argument("--teacher-weights", default="",
+                        help="loss weight of each teacher stream, comma-separated, or one for all "
+                             "(default 1; the mel stream's is 1)")
     add_training_arguments(parser, steps=500_000)
 
 
@@ -83,22 +94,26 @@ def fit_codebooks(tokenizer: EncodecTokenizer, source, clips: int, iters: int, s
 
 
 def mel_kmeans_objective(args, config, source, cfg, proc, log, resume):
-    """KMeansTargets over the frontend's frames; centroids fitted here or resumed."""
+    """KMeansTargets over the frontend's frames, plus one stream per teacher; centroids
+    fitted here or resumed. -> objective, teachers' provenance records."""
     teacher = FrontendFeatures(config)
+    more, records = teacher_streams(args, config.frontend, source, cfg.seed, proc, log, resume)
     if resume is not None:
         return KMeansTargets(teacher, resume["training"]["objective"]["centroids"],
-                             config.masked_loss_weight, resume["provenance"]["kmeans"])
+                             config.masked_loss_weight, resume["provenance"]["kmeans"], more), records
     settings = {"clusters": args.clusters, "clips": args.kmeans_clips, "seed": cfg.seed,
                 "algorithm": "MiniBatchKMeans", "features": f"{config.frontend} frontend frames"}
     centroids, settings["frames"] = teacher_kmeans(
         teacher, teacher.out_dim, source, args.clusters, args.kmeans_clips, None,
         cfg.seed, batch=4096, iters=100, proc=proc, log=log)
-    return KMeansTargets(teacher, centroids, config.masked_loss_weight, settings)
+    return KMeansTargets(teacher, centroids, config.masked_loss_weight, settings, more), records
 
 
 def run(args: argparse.Namespace) -> int:
     if args.targets == "mel-kmeans" and args.frontend != "mel256":
         raise UserError("--targets mel-kmeans clusters log-mel frames: it needs --frontend mel256")
+    if parse_teachers(args.teachers) and args.targets != "mel-kmeans":
+        raise UserError("--teachers adds k-means streams beside the mel stream: it needs --targets mel-kmeans")
     proc, log, cfg, source, resume = start_run(args)
     objective_of = {"encodec": "encodec", "mel-kmeans": "kmeans"}
     if resume is not None and resume["provenance"].get("objective") != objective_of[args.targets]:
@@ -109,12 +124,13 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(cfg.seed + 1)
         model = EncodecMAE(config)
         if resume is None:
-            model.new_head(1, args.clusters)
+            _, weights = chosen_teachers(args, resume)
+            model.new_head(1 + len(weights), args.clusters, (1.0, *weights))
         else:
             model.load_state_dict(resume["model"], strict=True)
-        objective = mel_kmeans_objective(args, model.config, source, cfg, proc, log, resume)
-        tokenizer, kind = None, "kmeans-mel-frames"
-        extra = {"kmeans": objective.settings}
+        objective, teachers = mel_kmeans_objective(args, model.config, source, cfg, proc, log, resume)
+        tokenizer, kind = None, "kmeans-mel-frames" + "".join(f"+{r['name']}" for r in teachers)
+        extra = {"kmeans": objective.settings, **({"teachers": teachers} if teachers else {})}
     else:
         model, objective, tokenizer, kind, weights = encodec_setup(args, cfg, source, proc, log, resume)
         extra = {"encodec_weights": str(weights) if weights else None}
