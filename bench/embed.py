@@ -76,14 +76,18 @@ def bf16_cosine(mae, device: str) -> dict:
     return {"cos_layer_mean_min": cos.mean(0).min().item(), "cos_frame_min": cos.min().item()}
 
 
-def run_ours(preset: str, frontend: str, seconds: float, device: str, dtype: str, repeats: int) -> dict:
+def run_ours(preset: str, frontend: str, seconds: float, device: str, dtype: str, repeats: int,
+             malloc: str = "tuned") -> dict:
     import torch
 
+    from encodecmae_hear import hear
     from encodecmae_hear.hear import HearModel, get_timestamp_embeddings
     from encodecmae_hear.model.config import CHUNK_SAMPLES
     from encodecmae_hear.model.config import preset as make_config
     from encodecmae_hear.model.mae import EncodecMAE
 
+    if malloc == "default":  # glibc's own thresholds (allocator.py)
+        hear.keep_freed_memory = lambda: False
     torch.manual_seed(0)
     mae = EncodecMAE(make_config(preset, frontend))
     model = HearModel(mae, sample_rate=48000, dtype=dtype).to(device)
@@ -140,7 +144,7 @@ def run_case(args) -> dict:
     repeats = args.repeats if float(seconds) <= 600 else 1
     if variant == "reference":
         return run_reference(preset, frontend, float(seconds), args.reference_src, repeats)
-    return run_ours(preset, frontend, float(seconds), args.device, variant, repeats)
+    return run_ours(preset, frontend, float(seconds), args.device, variant, repeats, args.malloc)
 
 
 def spawn(args, preset: str, frontend: str, seconds: float, variant: str) -> dict | str:
@@ -149,7 +153,8 @@ def spawn(args, preset: str, frontend: str, seconds: float, variant: str) -> dic
     if variant == "reference":
         python = args.reference_python or sys.executable
     cmd = [python, __file__, "--case", f"{preset},{frontend},{seconds},{variant}",
-           "--device", args.device, "--threads", str(args.threads or 0), "--repeats", str(args.repeats)]
+           "--device", args.device, "--threads", str(args.threads or 0), "--repeats", str(args.repeats),
+           "--malloc", args.malloc]
     if args.reference_src:
         cmd += ["--reference-src", args.reference_src]
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
@@ -179,6 +184,9 @@ def main() -> None:
     parser.add_argument("--reference-python", help="a Python with the reference's dependencies "
                         "(gin-config, ginpipe, pytorch-lightning, librosa, loguru, huggingface_hub, "
                         "encodec); default: this one")
+    parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                        help="glibc's allocator as the HEAR model sets it (encodecmae_hear/allocator.py), "
+                             "or glibc's defaults, to see what the setting gives")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -187,7 +195,7 @@ def main() -> None:
     import torch
 
     print(f"device {args.device}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}"
-          f", CPU {torch.backends.cpu.get_cpu_capability()}, load {os.getloadavg()[0]:.1f}")
+          f", CPU {torch.backends.cpu.get_cpu_capability()}, malloc {args.malloc}, load {os.getloadavg()[0]:.1f}")
     print(f"{'preset':6s} {'frontend':8s} {'audio':>6s} {'fp32':>7s} {'bf16':>7s} {'ref':>7s} "
           f"{'fp32/ref':>8s} {'bf16/ref':>8s} {'bf16 cos':>9s} {'peak RSS fp32/bf16/ref MB':>26s} {'bare/HEAR':>9s}")
     for preset in args.presets:

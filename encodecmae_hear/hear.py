@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from encodecmae_hear.allocator import keep_freed_memory
 from encodecmae_hear.audio import Chunker, check_audio, load_audio, num_frames
 from encodecmae_hear.checkpoint import load_checkpoint
 from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
@@ -37,6 +38,7 @@ class HearModel(nn.Module):
                  chunk_batch_size: int = 16, embedding_stats: dict | None = None,
                  dtype: str = "fp32"):
         super().__init__()
+        keep_freed_memory()  # allocator.py: no page faults from EnCodec's activations
         self.mae = mae.eval()
         self.chunker = Chunker(int(sample_rate))
         self.sample_rate = int(sample_rate)

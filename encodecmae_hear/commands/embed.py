@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import sys
 import time
@@ -37,9 +36,7 @@ from encodecmae_hear.audio import check_audio, load_audio
 from encodecmae_hear.checkpoint import resolve_checkpoint
 from encodecmae_hear.commands import embed_plan as plan
 from encodecmae_hear.errors import UserError
-from encodecmae_hear.hear import get_scene_embeddings, get_timestamp_embeddings, load_model
-
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+from encodecmae_hear.hear import DTYPES, get_scene_embeddings, get_timestamp_embeddings, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None,
                         help="cpu, cuda or cuda:N; None: cuda if available. Under torchrun "
                              "cuda means cuda:LOCAL_RANK")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
-                        help="bf16 runs the model under torch.autocast; outputs stay float32")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32",
+                        help="dtype option of load_model: bf16 runs the Transformer under bf16 "
+                             "autocast (the frontend and the outputs stay float32)")
 
 
 def pick_device(name: str | None, local_rank: int) -> torch.device:
@@ -134,8 +132,6 @@ class Embedder:
 
     def __init__(self, args, model, out: Path, bar):
         self.args, self.model, self.out, self.bar = args, model, out, bar
-        dtype = DTYPES[args.dtype]
-        self.autocast = torch.autocast(model.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         self.group: list = []    # (item, audio (n_samples,)) waiting for one call
         self.results: dict = {}  # item -> (embedding, timestamps or None), until its unit is written
         self.failed: dict = {}   # item -> why
@@ -155,11 +151,10 @@ class Embedder:
         if not self.group:
             return
         wave = torch.stack([audio for _, audio in self.group]).to(self.model.device)  # (n, samples)
-        with self.autocast:
-            if self.args.scene:
-                embeddings, timestamps = get_scene_embeddings(wave, self.model), None
-            else:
-                embeddings, timestamps = get_timestamp_embeddings(wave, self.model)
+        if self.args.scene:
+            embeddings, timestamps = get_scene_embeddings(wave, self.model), None
+        else:
+            embeddings, timestamps = get_timestamp_embeddings(wave, self.model)
         embeddings = embeddings.cpu().numpy()
         timestamps = None if timestamps is None else timestamps.cpu().numpy()
         for row, (item, _) in enumerate(self.group):
@@ -189,7 +184,7 @@ def open_model(args, local_rank: int):
     device = pick_device(args.device, local_rank)
     path = resolve_checkpoint(args.model or "")
     try:
-        model = load_model(str(path), layer=args.layer).to(device)
+        model = load_model(str(path), layer=args.layer, dtype=args.dtype).to(device)
     except ValueError as err:
         raise UserError(str(err)) from None
     return model, path
