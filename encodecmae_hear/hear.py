@@ -13,7 +13,8 @@ standardised channel by channel before the layer option picks or joins them.
 Speed: the frontend always runs in fp32, the Transformer in fp32 or, with dtype "bf16",
 under bf16 autocast; outputs are float32. Windows go through in batches of
 `chunk_batch_size`; on CPU in smaller ones, and the frontend window by window
-(`windows_per_batch`, `frontend_features`).
+(`windows_per_batch`, `frontend_features`). Building a HearModel tunes glibc's allocator
+for the process (allocator.py).
 """
 from __future__ import annotations
 
