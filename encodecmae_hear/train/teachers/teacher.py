@@ -18,6 +18,7 @@ extra to install.
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -60,7 +61,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Teacher(nn.Module):
+class Teacher(nn.Module, abc.ABC):
     """A frozen teacher. Subclasses set the class attributes and `features_16k`."""
 
     name: str           # as given to --teachers
@@ -82,9 +83,9 @@ class Teacher(nn.Module):
     def train(self, mode: bool = True):
         return super().train(False)  # frozen, always in eval mode
 
+    @abc.abstractmethod
     def features_16k(self, wav: torch.Tensor, lengths: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """wav (B, M) at 16 kHz, valid lengths (B,), frame centres (T,) in seconds -> (B, T, D)."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def frame_features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
