@@ -123,6 +123,20 @@ def test_convert_manifest_record_resume(tree):
     assert sum(n.endswith(".json") for n in names) == sum(n.endswith(".ogg") for n in names)
 
 
+def test_several_processes_write_the_same_corpus_as_one(tree, tmp_path):
+    out, cache, sources = tree
+    items = corpus.package_items(cache, sources, log=lambda m: None)[0]
+    rows = corpus.convert_all(items, out, log=lambda m: None, jobs=1)
+    out2 = tmp_path / "out2"
+    rows2 = corpus.convert_all(items, out2, log=lambda m: None, jobs=2)
+    assert rows2 == rows
+    for r in rows:
+        assert (out2 / r["path"]).read_bytes() == (out / r["path"]).read_bytes()
+    shards = [tarfile.open(s) for s in pack.pack(rows2, out2, level=0.95, n_shards=2, jobs=2)]
+    packed = {os.path.basename(n) for t in shards for n in t.getnames() if n.endswith(".ogg")}
+    assert packed == {os.path.basename(r["path"]) for r in rows if r["split"] == "train"}
+
+
 def test_split_is_a_stable_hash():
     item = corpus.Item("audio/pretrain/p/a.ogg", "p", "music", "pretrain", lambda: None)
     assert corpus.split_of(item) == corpus.split_of(corpus.Item(item.out, "q", "speech", "pretrain", None))

@@ -15,6 +15,7 @@ randomness is seeded, so two builds give the same file list and the same splits.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import shutil
@@ -35,6 +36,7 @@ from encodecmae_hear.corpus import midi
 from encodecmae_hear.corpus import sources as cs
 from encodecmae_hear.corpus.opus import read_audio, to_mono_24k, write_opus
 from encodecmae_hear.corpus.pack import pack
+from encodecmae_hear.corpus.parallel import default_jobs, map_in_order
 from encodecmae_hear.corpus.record import write_manifests, write_record
 from encodecmae_hear.model.config import SAMPLE_RATE
 
@@ -178,30 +180,40 @@ def synth_items(cache: Path, n_speech: int, n_music: int, music_seconds: float):
     return items, records
 
 
-def convert_all(items: list[Item], out: Path, log=print) -> list[dict]:
-    """Converts what is not there yet -> manifest records (sorted by path)."""
+def convert_one(item: Item, out: Path) -> str:
+    """Writes item's Opus file unless it is there -> "ok", "skipped" or the failure."""
+    path = out / item.out
+    skip_mark = path.with_name(path.name + ".skip")
+    if skip_mark.exists():
+        return "skipped"
+    if path.exists():
+        return "ok"
+    try:
+        audio = to_mono_24k(*item.make())
+    except Exception as err:  # a bad input file is never fatal
+        return f"failed {item.out}: {' '.join(str(err).split())[:120]}"
+    if len(audio) < MIN_SECONDS * SAMPLE_RATE or not np.any(audio):
+        skip_mark.parent.mkdir(parents=True, exist_ok=True)
+        skip_mark.write_text("too short or silent\n")
+        return "skipped"
+    write_opus(path, audio)
+    return "ok"
+
+
+def convert_all(items: list[Item], out: Path, log=print, jobs: int = 1) -> list[dict]:
+    """Converts what is not there yet (in `jobs` processes) -> manifest records (sorted by path)."""
     rows, failed, t0 = [], 0, time.time()
-    for n, item in enumerate(sorted(items, key=lambda i: i.out), 1):
-        path = out / item.out
-        skip_mark = path.with_name(path.name + ".skip")
-        if skip_mark.exists():
-            continue
-        if not path.exists():
-            try:
-                audio = to_mono_24k(*item.make())
-            except Exception as err:  # a bad input file is never fatal
-                failed += 1
-                log(f"  failed {item.out}: {' '.join(str(err).split())[:120]}")
-                continue
-            if len(audio) < MIN_SECONDS * SAMPLE_RATE or not np.any(audio):
-                skip_mark.parent.mkdir(parents=True, exist_ok=True)
-                skip_mark.write_text("too short or silent\n")
-                continue
-            write_opus(path, audio)
-        frames = sf.info(str(path)).frames
-        rows.append({"path": item.out, "duration": round(frames / SAMPLE_RATE, 4),
-                     "sample_rate": SAMPLE_RATE, "channels": 1, "frames": frames,
-                     "source": item.source, "category": item.category, "split": split_of(item)})
+    ordered = sorted(items, key=lambda i: i.out)
+    results = map_in_order(functools.partial(convert_one, out=out), ordered, jobs)
+    for n, (item, status) in enumerate(zip(ordered, results), 1):
+        if status.startswith("failed"):
+            failed += 1
+            log(f"  {status}")
+        elif status == "ok":
+            frames = sf.info(str(out / item.out)).frames
+            rows.append({"path": item.out, "duration": round(frames / SAMPLE_RATE, 4),
+                         "sample_rate": SAMPLE_RATE, "channels": 1, "frames": frames,
+                         "source": item.source, "category": item.category, "split": split_of(item)})
         if n % 500 == 0:
             log(f"  {n}/{len(items)} files, {time.time() - t0:.0f} s")
     log(f"converted {len(rows)} files ({failed} failed) in {time.time() - t0:.0f} s")
@@ -221,6 +233,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pack-hours", type=float, default=6.0,
                         help="hours of the train split in the packed copy (≈59 MiB at the default level)")
     parser.add_argument("--shards", type=int, default=4, help="number of tar shards")
+    parser.add_argument("--jobs", type=int, default=default_jobs(),
+                        help="processes converting files (default: one per CPU core)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,12 +246,12 @@ def run(args: argparse.Namespace) -> int:
     items, records = package_items(cache, sources, log=lambda m: print(m, file=sys.stderr))
     synth, synth_records = synth_items(cache, args.speech, args.music, args.music_seconds)
     fetch_package(cs.SOUNDFONTS["heldout"][0], cache)  # for heldout-tasks
-    rows = convert_all(items + synth, out, log=lambda m: print(m, file=sys.stderr))
+    rows = convert_all(items + synth, out, log=lambda m: print(m, file=sys.stderr), jobs=args.jobs)
     write_manifests(rows, out)
     wall = time.time() - t0
     write_record(rows, records + synth_records, out, Path(args.record), wall)
     if args.pack:
-        pack(rows, out, args.pack_level, args.shards, args.pack_hours)
+        pack(rows, out, args.pack_level, args.shards, args.pack_hours, jobs=args.jobs)
     print(f"corpus at {out}: {len(rows)} files, {sum(r['duration'] for r in rows) / 3600:.2f} h,"
           f" {wall / 60:.1f} min")
     return 0

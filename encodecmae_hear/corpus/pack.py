@@ -2,6 +2,7 @@
 bitrate into tar shards (the layout of `manifest --shards`), small enough to upload."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import soundfile as sf
 
 from encodecmae_hear import files
 from encodecmae_hear.corpus.opus import write_opus
+from encodecmae_hear.corpus.parallel import map_in_order
 from encodecmae_hear.corpus.sources import CATEGORIES
 from encodecmae_hear.train.manifest import write_shards
 
@@ -36,18 +38,20 @@ def pack_selection(rows, hours: float) -> list[dict]:
     return sorted(chosen, key=lambda r: r["path"])
 
 
-def pack(rows, out: Path, level: float, n_shards: int, hours: float = 1e9) -> list[Path]:
+def reencode(row: dict, out: Path, level: float) -> dict:
+    """One corpus file re-encoded (unless done) into OUT/packed_audio -> its packed row."""
+    target = out / "packed_audio" / row["path"]
+    if not target.exists():
+        audio, _ = sf.read(str(out / row["path"]), dtype="float32")
+        write_opus(target, audio, compression_level=level)
+    return {**row, "path": str(target)}
+
+
+def pack(rows, out: Path, level: float, n_shards: int, hours: float = 1e9, jobs: int = 1) -> list[Path]:
     """Train split (or `hours` of it, see pack_selection) re-encoded at a low Opus
-    bitrate into n_shards tar shards."""
+    bitrate (in `jobs` processes) into n_shards tar shards."""
     train = pack_selection(rows, hours)
-    small = out / "packed_audio"
-    packed = []
-    for r in train:
-        target = small / r["path"]
-        if not target.exists():
-            audio, _ = sf.read(str(out / r["path"]), dtype="float32")
-            write_opus(target, audio, compression_level=level)
-        packed.append({**r, "path": str(target)})
+    packed = list(map_in_order(functools.partial(reencode, out=out, level=level), train, jobs))
     per_shard = -(-len(packed) // n_shards)
     shards = write_shards(packed, out / "packed", per_shard=per_shard)
     total = sum(p.stat().st_size for p in shards) / 2**20
