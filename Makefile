@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 MODEL   ?=
 
 .PHONY: help install demo test wheel-check bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks
-.PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default teacher-ablation teacher-ablation-run
+.PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default teacher-ablation teacher-ablation-run teacher-cache
 .PHONY: mobile-pretrain distill
 
 help:
@@ -33,6 +33,7 @@ help:
 	@echo "make default-model CORPUS=../corpus TEACHERS=: retrain the bundled checkpoints/default.pt (checkpoints/README.md)"
 	@echo "               TEACHERS=crepe,resemblyzer,vad: with teacher target streams (pip install '.[teachers]')"
 	@echo "make teacher-ablation CORPUS= SEEDS=3: mel only, + each teacher, + all (runs/ablation/)"
+	@echo "make teacher-cache CORPUS=: the teachers' features of \$$(CORPUS)/packed, once; the two above read them"
 	@echo "make prove-default TASKS=../heldout_tasks: HEAR table of the bundled model vs random weights vs naive"
 
 install: $(STAMP)
@@ -140,7 +141,13 @@ heldout-tasks: $(STAMP)
 comma := ,
 TEACHERS        ?=
 TEACHER_WEIGHTS ?=
-TEACHER_ARGS = $(if $(TEACHERS),--teachers $(TEACHERS) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)))
+# `make teacher-cache` computes the teachers' features of the corpus once (docs/TRAINING.md,
+# "Caching the teacher features"); runs with TEACHERS read them when the cache is there.
+# A run resumes as it started: TEACHER_CACHE= resumes one started without the cache.
+TEACHER_CACHE   ?= $(CORPUS)/teacher_cache
+CACHED_TEACHERS ?= crepe,resemblyzer,vad
+TEACHER_ARGS = $(if $(TEACHERS),--teachers $(TEACHERS) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)) \
+               $(if $(TEACHER_CACHE),$(if $(wildcard $(TEACHER_CACHE)/cache.json),--teacher-cache $(TEACHER_CACHE))))
 DEFAULT_RUN ?= runs/default$(if $(TEACHERS),-$(subst $(comma),-,$(TEACHERS)))
 DEFAULT_LAYER_REASON = chosen on the held-out tasks themselves (there is no separate validation suite): 5-fold logistic-regression probe of the 4,400-step model on the four k-fold scene tasks, input+concat 80.6, concat 80.4, last 77.8 (%); heareval runs of every variant: README, section 'The bundled default model'
 HARDWARE    ?= unknown
@@ -165,6 +172,10 @@ teacher-ablation: $(STAMP)
 	    $(MAKE) teacher-ablation-run DEFAULT_RUN=runs/ablation/$$(echo $$t | tr , -)-seed$$s \
 	        STEPS=$(ABLATION_STEPS) SEED_ARGS="--seed $$s" TEACHERS=$$(test $$t = mel || echo $$t) || exit 1; \
 	done; done
+
+teacher-cache: $(STAMP)
+	$(PY) -m encodecmae_hear cache-teachers --data $(CORPUS)/packed --teachers $(CACHED_TEACHERS) \
+	    --out $(TEACHER_CACHE)
 
 teacher-ablation-run: $(STAMP)
 	$(DEFAULT_PRETRAIN)

@@ -120,10 +120,11 @@ class Chunker:
 
 
 def load_audio(path, sample_rate: int) -> torch.Tensor:
-    """An audio file that soundfile reads (any rate, any channel count) -> mono float32
-    (n_samples,) at `sample_rate`: the channels are averaged, then `resample`d from the
-    file's rate. soundfile's errors (unreadable, unknown format) name the file."""
-    with sf.SoundFile(str(path)) as f:
+    """An audio file (a path or an open binary file) that soundfile reads (any rate, any
+    channel count) -> mono float32 (n_samples,) at `sample_rate`: the channels are
+    averaged, then `resample`d from the file's rate. soundfile's errors (unreadable,
+    unknown format) name the file."""
+    with sf.SoundFile(path if hasattr(path, "read") else str(path)) as f:
         rate = f.samplerate
         data = f.read(dtype="float32", always_2d=True)  # (n_samples, channels)
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": (f"{P}.commands.convert", "convert an official EnCodecMAE checkpoint to this project's format"),
     "manifest": (f"{P}.train.manifest", "scan audio folders into a training manifest (and tar shards)"),
     "pretrain": (f"{P}.train.pretrain", "pretrain EnCodecMAE (EnCodec targets); torchrun for several GPUs"),
+    "cache-teachers": (f"{P}.train.teachers.cache_build", "compute teachers' frame features of a corpus once, for pretrain --teacher-cache"),
     "selftrain": (f"{P}.train.selftrain", "self-train a pretrained model on k-means ids of its own features"),
     "pretrain-mobile": (f"{P}.train.pretrain_mobile", "pretrain the mobile encoder: Audio2Vec CBoW / skip-gram or TemporalGap"),
     "distill": (f"{P}.train.distill", "distil an EnCodecMAE teacher into a mobile student (25 frames/s)"),

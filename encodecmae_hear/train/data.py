@@ -1,9 +1,11 @@
 """Training data: random 4 s crops at 24 kHz from a manifest or from tar shards.
 
-Both sources yield micro-batches {"wav" (B, 96000), "lengths" (B,), "failed" [paths]}:
-mono mixdown, resampled to 24 kHz, short files zero-padded with their valid length
-(the model masks frames past it as padding). A file that fails to decode is dropped
-from its batch, reported in "failed" and never stops training.
+Both sources yield micro-batches {"wav" (B, 96000), "lengths" (B,), "keys" [B names],
+"starts" (B,), "failed" [paths]}: mono mixdown, resampled to 24 kHz, short files
+zero-padded with their valid length (the model masks frames past it as padding); each
+crop's file key (a manifest's path, or "shard.tar:member" in tar shards) and its offset
+in the file in 24 kHz samples, where a per-file teacher cache looks it up. A file that
+fails to decode is dropped from its batch, reported in "failed" and never stops training.
 
 Every random choice is a function of (seed, epoch, item): crop offsets use a generator
 seeded with those numbers, and epoch orders are seeded permutations. So the data a step
@@ -46,8 +48,26 @@ def crop_rng(seed: int, epoch: int, item: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, item])
 
 
-def read_crop(file, rng: np.random.Generator, crop_samples: int = CHUNK_SAMPLES) -> tuple[torch.Tensor, int]:
-    """file: path or file object -> (wav (crop_samples,) float32 at 24 kHz, valid samples)."""
+class Crop(tuple):
+    """A crop, unpacked as the pair (wav (crop_samples,) float32 at 24 kHz, valid samples),
+    that also says where it came from: `key` names its file (a manifest's path, or
+    "shard.tar:member" in tar shards) and `start` is the file time of its first sample in
+    24 kHz samples (fractional for a file at another rate). Like os.stat_result, it has
+    more named fields than tuple items, so code that unpacks pairs reads it unchanged."""
+
+    def __new__(cls, wav: torch.Tensor, valid: int, key: str | None = None, start: float = 0.0):
+        crop = super().__new__(cls, (wav, valid))
+        crop.key, crop.start = key, float(start)
+        return crop
+
+    def __reduce__(self):
+        return Crop, (self[0], self[1], self.key, self.start)
+
+
+def read_crop(file, rng: np.random.Generator, crop_samples: int = CHUNK_SAMPLES,
+              key: str | None = None) -> Crop:
+    """file: path or file object -> Crop (wav (crop_samples,) float32 at 24 kHz, valid
+    samples), named `key`, starting at a random sample of the file."""
     with sf.SoundFile(file) as f:
         sr, total = f.samplerate, f.frames
         need = math.ceil(crop_samples * sr / SAMPLE_RATE)
@@ -63,23 +83,28 @@ def read_crop(file, rng: np.random.Generator, crop_samples: int = CHUNK_SAMPLES)
     valid = min(wav.shape[0], crop_samples)
     out = torch.zeros(crop_samples)
     out[:valid] = wav[:valid]
-    return out, valid
+    return Crop(out, valid, key, start * SAMPLE_RATE / sr)
 
 
 def collate(items: list) -> dict:
-    """items: (wav, valid) or ("failed", path) -> batch dict; failures are dropped."""
+    """items: Crop (or a (wav, valid) pair: key None, start 0) or (None, "failed path")
+    -> batch dict; failures are dropped."""
     good = [item for item in items if item[0] is not None]
     failed = [item[1] for item in items if item[0] is None]
+    keys = [getattr(item, "key", None) for item in good]
+    starts = torch.tensor([getattr(item, "start", 0.0) for item in good], dtype=torch.float64)
     if not good:
         return {"wav": torch.zeros(0, 0), "lengths": torch.zeros(0, dtype=torch.long),
-                "failed": failed}
+                "keys": keys, "starts": starts, "failed": failed}
     return {"wav": torch.stack([w for w, _ in good]),
-            "lengths": torch.tensor([n for _, n in good], dtype=torch.long), "failed": failed}
+            "lengths": torch.tensor([n for _, n in good], dtype=torch.long),
+            "keys": keys, "starts": starts, "failed": failed}
 
 
 def _load(file, name: str, rng, crop_samples: int) -> tuple:
+    """A Crop of `file` keyed `name`, or (None, "name (why it failed)")."""
     try:
-        return read_crop(file, rng, crop_samples)
+        return read_crop(file, rng, crop_samples, key=name)
     except Exception as err:  # any decoder error: skip this file, keep training
         return None, f"{name} ({' '.join(str(err).split())[:120]})"
 
@@ -107,7 +132,7 @@ class ManifestSource(Dataset):
         path = self.paths[self.file_of[entry]].decode()
         return _load(path, path, crop_rng(self.seed, epoch, int(entry)), self.crop_samples)
 
-    def sample(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
+    def sample(self, count: int, seed: int) -> list[Crop]:
         """`count` crops of distinct entries (for fitting codebooks or k-means)."""
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         crops = []
@@ -148,6 +173,28 @@ class EpochBatchSampler:
                 first = (b * self.world + self.rank) * self.micro
                 yield [(epoch, e) for e in order[first: first + self.micro].tolist()]
             epoch, offset = epoch + 1, 0
+
+
+def shard_groups(tar: tarfile.TarFile) -> dict[str, dict[str, tarfile.TarInfo]]:
+    """The webdataset records of a tar: "folder/stem" -> {extension: member}, where a
+    member's stem is its name up to the first dot."""
+    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
+    for member in tar.getmembers():
+        folder, _, base = member.name.rpartition("/")
+        if member.isfile() and "." in base:
+            stem, ext = base.split(".", 1)
+            groups.setdefault(f"{folder}/{stem}", {})[ext.lower()] = member
+    return groups
+
+
+def audio_member(members: dict[str, tarfile.TarInfo]) -> tarfile.TarInfo | None:
+    """The audio file of a webdataset record, if it has one."""
+    return next((m for ext, m in members.items() if f".{ext}" in AUDIO_EXTENSIONS), None)
+
+
+def shard_key(shard: Path, member: tarfile.TarInfo) -> str:
+    """The name of a file inside a tar shard, in messages and in the teacher cache."""
+    return f"{shard.name}:{member.name}"
 
 
 class ShardSource(IterableDataset):
@@ -193,17 +240,12 @@ class ShardSource(IterableDataset):
         path = self.shards[shard_index]
         try:
             with tarfile.open(path) as tar:
-                groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-                for member in tar.getmembers():
-                    folder, _, base = member.name.rpartition("/")
-                    if member.isfile() and "." in base:  # webdataset: key = name up to the first dot
-                        stem, ext = base.split(".", 1)
-                        groups.setdefault(f"{folder}/{stem}", {})[ext.lower()] = member
+                groups = shard_groups(tar)
                 keys = sorted(groups)
                 rng = np.random.default_rng([self.seed, epoch, shard_index])
                 for k in rng.permutation(len(keys)):
                     members = groups[keys[k]]
-                    audio = next((m for ext, m in members.items() if f".{ext}" in AUDIO_EXTENSIONS), None)
+                    audio = audio_member(members)
                     if audio is None:
                         continue
                     crops = 1
@@ -215,7 +257,7 @@ class ShardSource(IterableDataset):
                             self._skip -= 1
                             yield None
                             continue
-                        name = f"{path.name}:{audio.name}"
+                        name = shard_key(path, audio)
                         data = io.BytesIO(tar.extractfile(audio).read())
                         yield _load(data, name, np.random.default_rng(
                             [self.seed, epoch, shard_index, int(k), c]), self.crop_samples)
@@ -226,7 +268,7 @@ class ShardSource(IterableDataset):
                 return
             yield None, f"{path} (bad shard: {' '.join(str(err).split())[:120]})"
 
-    def sample(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
+    def sample(self, count: int, seed: int) -> list[Crop]:
         crops, self._skip = [], 0
         for shard_index in range(len(self.shards)):
             for item in self._read_shard(shard_index, SAMPLE_EPOCH + seed):

@@ -98,7 +98,7 @@ class TeacherTargets:
         return self
 
     @torch.no_grad()
-    def targets(self, wav, lengths, out) -> dict:
+    def targets(self, wav, lengths, out, crops=None) -> dict:
         layers = self.teacher.encode(wav.float(), lengths, with_input=True)  # L + 1 of (B, T, D)
         picked = []
         for b in self.blocks:

@@ -169,13 +169,15 @@ def split_batch(batch_size: int, micro_batch: int, world: int) -> tuple[int, int
     return micro, accum
 
 
-def batch_inputs(batch: dict, crop_samples: int, device) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """-> (wav, lengths, loss weight) on `device`. A batch whose files all failed becomes
-    one silent crop of weight 0, so that every process still runs a pass (DDP in step)."""
+def batch_inputs(batch: dict, crop_samples: int, device) -> tuple[torch.Tensor, torch.Tensor, float, dict]:
+    """-> (wav, lengths, loss weight) on `device`, and the batch as the objective's `crops`.
+    A batch whose files all failed becomes one silent crop of weight 0 and no file
+    (key None), so that every process still runs a pass (DDP in step)."""
     wav, lengths, weight = batch["wav"], batch["lengths"], 1.0
     if wav.shape[0] == 0:
         wav, lengths, weight = torch.zeros(1, crop_samples), torch.tensor([crop_samples]), 0.0
-    return wav.to(device, non_blocking=True), lengths.to(device, non_blocking=True), weight
+        batch = {**batch, "keys": [None], "starts": torch.zeros(1, dtype=torch.float64)}
+    return wav.to(device, non_blocking=True), lengths.to(device, non_blocking=True), weight, batch
 
 
 @dataclass
@@ -270,7 +272,7 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
             for name in batch["failed"]:
                 log(f"warning: skipped unreadable audio: {name}")
             failed += len(batch["failed"])
-            wav, lengths, weight = batch_inputs(batch, crop_samples, proc.device)
+            wav, lengths, weight, crops = batch_inputs(batch, crop_samples, proc.device)
             # Masks are seeded by the global micro-batch index: G processes x A accumulation
             # steps see the same masks (and crops) as one process with G x A accumulation.
             mask_rng.manual_seed(cfg.seed * 1_000_003 + (step * accum + micro_step) * proc.world + proc.rank)
@@ -278,7 +280,7 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
             with nullcontext() if last or proc.world == 1 else net.no_sync():
                 with autocast:
                     out = net(wav, lengths, generator=mask_rng)
-                targets = objective.targets(wav, lengths, out)
+                targets = objective.targets(wav, lengths, out, crops=crops)
                 metrics = objective.loss(out, targets)
                 scaler.scale(metrics["loss"] * (weight / accum)).backward()
             for key, value in metrics.items():

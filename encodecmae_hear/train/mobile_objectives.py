@@ -135,7 +135,7 @@ class SliceReconstruction(_NoTeacher):
     def __init__(self, name: str):
         self.name = name
 
-    def targets(self, wav, lengths, out):
+    def targets(self, wav, lengths, out, crops=None):
         return out["target"]
 
     def loss(self, out: dict, targets: torch.Tensor) -> dict:
@@ -151,7 +151,7 @@ class SliceReconstruction(_NoTeacher):
 class GapRegression(_NoTeacher):
     name = "temporalgap"
 
-    def targets(self, wav, lengths, out):
+    def targets(self, wav, lengths, out, crops=None):
         return out["gap"]
 
     def loss(self, out: dict, targets: torch.Tensor) -> dict:

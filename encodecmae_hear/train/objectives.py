@@ -3,8 +3,13 @@
 The train loop knows only this interface, so other objectives (Audio2Vec, TemporalGap,
 distillation) reuse the loop, the data and the checkpointing:
 
-    targets = objective.targets(wav, lengths, out)   # out = model(wav, lengths)
-    metrics = objective.loss(out, targets)           # metrics["loss"] is minimised
+    targets = objective.targets(wav, lengths, out, crops=batch)   # out = model(wav, lengths)
+    metrics = objective.loss(out, targets)                        # metrics["loss"] is minimised
+
+`crops` is the micro-batch as `train.data.collate` makes it: objectives read its "keys"
+(each crop's file) and "starts" (each crop's offset in its file, 24 kHz samples) only
+where targets come from a per-file cache (`train/teachers/cache.py`); it may be None
+where there is no such cache.
 
 * `mae_loss`: the EnCodecMAE score, weighted per-stream cross-entropy, 0.9 x masked
   + 0.1 x unmasked frames.
@@ -14,7 +19,8 @@ distillation) reuse the loop, the data and the checkpointing:
   pretraining with `--targets mel-kmeans` the "teacher" is `FrontendFeatures`, the
   log-mel frames themselves (HuBERT's first iteration, on mel instead of MFCC). More
   streams (`KMeansStream`) add the k-means ids of pretrained teachers' frame features
-  (`train/teachers`: pitch, speaker, voice activity), one head stream each.
+  (`train/teachers`: pitch, speaker, voice activity), one head stream each, computed
+  on the fly or read from a teacher cache (`crop_features`).
 * `teacher_kmeans`: the one k-means fit of a teacher's features on corpus crops, shared
   by self-training, mel-kmeans pretraining and every teacher stream.
 """
@@ -33,6 +39,7 @@ from torch import nn
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.frontend import build_frontend
 from encodecmae_hear.model.mae import padding_mask
+from encodecmae_hear.train.data import collate
 
 
 def mae_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor,
@@ -67,7 +74,8 @@ class Objective(Protocol):
     name: str
 
     def to(self, device) -> "Objective": ...
-    def targets(self, wav: torch.Tensor, lengths: torch.Tensor, out: dict) -> torch.Tensor: ...
+    def targets(self, wav: torch.Tensor, lengths: torch.Tensor, out: dict,
+                crops: dict | None = None) -> torch.Tensor: ...
     def loss(self, out: dict, targets: torch.Tensor) -> dict: ...
     def state_dict(self) -> dict: ...
     def provenance(self) -> dict: ...
@@ -106,7 +114,7 @@ class EncodecTargets(_MaskedCrossEntropy):
         return self
 
     @torch.no_grad()
-    def targets(self, wav, lengths, out):
+    def targets(self, wav, lengths, out, crops=None):
         features = out.get("features")
         with torch.autocast(wav.device.type, enabled=False):
             if self.share_frontend and features is not None and features.dtype == torch.float32:
@@ -130,9 +138,18 @@ class KMeansStream:
     centroids: torch.Tensor
     weight: float = 1.0
 
-    def ids(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # (B, T)
-        features, _ = self.teacher.last_layer_features(wav, lengths)  # (B, T, D)
-        return assign(features.float(), self.centroids)
+    def ids(self, wav: torch.Tensor, lengths: torch.Tensor, crops: dict | None = None) -> torch.Tensor:
+        features, _ = crop_features(self.teacher, wav, lengths, crops)  # (B, T, D)
+        return assign(features.float(), self.centroids)  # (B, T)
+
+
+def crop_features(teacher, wav: torch.Tensor, lengths: torch.Tensor, crops: dict | None = None):
+    """A feature source's (features (B, T, D), padding (B, T)) for a batch. A source that
+    reads stored per-file features (`reads_crops = True`, e.g. a teacher cache) is also
+    given the crops' "keys" and "starts"; any other gets the audio only."""
+    if getattr(teacher, "reads_crops", False):
+        return teacher.last_layer_features(wav, lengths, crops)
+    return teacher.last_layer_features(wav, lengths)
 
 
 class KMeansTargets(_MaskedCrossEntropy):
@@ -166,8 +183,8 @@ class KMeansTargets(_MaskedCrossEntropy):
         return self
 
     @torch.no_grad()
-    def targets(self, wav, lengths, out):
-        return torch.stack([stream.ids(wav, lengths) for stream in self.streams], -1)  # (B, T, S)
+    def targets(self, wav, lengths, out, crops=None):
+        return torch.stack([stream.ids(wav, lengths, crops) for stream in self.streams], -1)  # (B, T, S)
 
     def state_dict(self) -> dict:
         state = {"centroids": self.centroids.cpu()}
@@ -208,14 +225,13 @@ def assign(features: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def teacher_features(teacher, crops, device, batch: int = 16) -> torch.Tensor:
-    """crops [(wav (N,), valid)] -> (frames, D) last-layer features of the valid frames."""
+    """crops [train.data.Crop] -> (frames, D) last-layer features of the valid frames."""
     teacher.to(device).eval()
     out = []
     for start in range(0, len(crops), batch):
-        part = crops[start:start + batch]
-        wav = torch.stack([w for w, _ in part]).to(device)
-        lengths = torch.tensor([n for _, n in part], device=device)
-        features, padding = teacher.last_layer_features(wav, lengths)  # (B, T, D), (B, T)
+        part = collate(crops[start:start + batch])
+        wav, lengths = part["wav"].to(device), part["lengths"].to(device)
+        features, padding = crop_features(teacher, wav, lengths, part)  # (B, T, D), (B, T)
         out.append(features[~padding].float().cpu())
     return torch.cat(out)
 

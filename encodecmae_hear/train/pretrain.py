@@ -16,7 +16,8 @@ mel-kmeans` gives a learnable target instead: the id of the nearest of --cluster
 k-means centroids of the log-mel frame (one stream; centroids fitted on corpus crops
 and stored in the training state). `--teachers crepe,resemblyzer,vad` adds one stream
 per pretrained teacher (train/teachers): the k-means ids of its frame features, weighted
-by `--teacher-weights` beside the mel stream's 1.
+by `--teacher-weights` beside the mel stream's 1; `--teacher-cache DIR` reads those
+features from a cache that `cache-teachers` computed once for the corpus.
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-weights", default="",
                         help="loss weight of each teacher stream, comma-separated, or one for all "
                              "(default 1; the mel stream's is 1)")
+    parser.add_argument("--teacher-cache", default=None,
+                        help="read the teachers' features from this folder, written once for the "
+                             "corpus by `cache-teachers`, instead of computing them for every crop")
     add_training_arguments(parser, steps=500_000)
 
 
@@ -114,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--targets mel-kmeans clusters log-mel frames: it needs --frontend mel256")
     if parse_teachers(args.teachers) and args.targets != "mel-kmeans":
         raise UserError("--teachers adds k-means streams beside the mel stream: it needs --targets mel-kmeans")
+    if args.teacher_cache and not parse_teachers(args.teachers):
+        raise UserError("--teacher-cache holds teachers' features: it needs --teachers")
     proc, log, cfg, source, resume = start_run(args)
     objective_of = {"encodec": "encodec", "mel-kmeans": "kmeans"}
     if resume is not None and resume["provenance"].get("objective") != objective_of[args.targets]:

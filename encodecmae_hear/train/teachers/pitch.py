@@ -3,7 +3,9 @@
 CREPE reads 1024 samples at 16 kHz (64 ms), each window mean-centred and scaled to unit
 standard deviation, and outputs 360 sigmoid posteriors over pitch bins 20 cents apart
 (C1 to B7). We cut one window centred on each model frame's centre (no interpolation),
-so frame i's features describe the pitch at that frame's centre.
+so frame i's features describe the pitch at that frame's centre. The windows go through
+the network a few thousand at a time, so a whole file (the teacher cache) needs no more
+memory than a training batch.
 
 The network is torchcrepe's `Crepe` (six conv layers, each pad, conv, ReLU, batch norm,
 max-pool by 2 in time; a linear classifier over the time-major flattened output) with
@@ -37,6 +39,7 @@ LAYERS = 6
 # Time padding before / after each conv layer, and the first layer's stride.
 PADDING = [(254, 254)] + [(31, 32)] * (LAYERS - 1)
 FIRST_STRIDE = 4
+WINDOWS_PER_PASS = 512  # windows through the network at once (about 0.25 GB of activations)
 
 
 class CrepeNet(nn.Module):
@@ -83,9 +86,12 @@ class CrepePitch(Teacher):
     def features_16k(self, wav, lengths, centres):
         start = torch.round(centres * TEACHER_RATE).long() - WINDOW // 2  # (T,)
         padded = torch.nn.functional.pad(wav, (WINDOW, WINDOW))  # room for windows past the ends
-        index = start[:, None] + WINDOW + torch.arange(WINDOW, device=wav.device)  # (T, 1024)
-        frames = padded[:, index]  # (B, T, 1024)
-        frames = frames - frames.mean(-1, keepdim=True)
-        frames = frames / frames.std(-1, keepdim=True).clamp(min=1e-10)
-        batch, count = frames.shape[:2]
-        return self.model(frames.reshape(-1, WINDOW)).view(batch, count, PITCH_BINS)
+        offsets = WINDOW + torch.arange(WINDOW, device=wav.device)  # (1024,)
+        batch, out = wav.shape[0], []
+        step = max(1, WINDOWS_PER_PASS // batch)  # frames per pass: memory stays bounded
+        for first in range(0, start.shape[0], step):
+            frames = padded[:, start[first:first + step, None] + offsets]  # (B, t, 1024)
+            frames = frames - frames.mean(-1, keepdim=True)
+            frames = frames / frames.std(-1, keepdim=True).clamp(min=1e-10)
+            out.append(self.model(frames.reshape(-1, WINDOW)).view(batch, -1, PITCH_BINS))
+        return torch.cat(out, 1) if out else wav.new_zeros(batch, 0, PITCH_BINS)  # (B, T, 360)

@@ -2,12 +2,18 @@
 teacher's k-means centroids, fitted on corpus crops with the shared `teacher_kmeans`
 (the mel stream's settings: --clusters, --kmeans-clips, the run's seed), or taken from
 the checkpoint on resume, and its provenance record (package, version, licence, sha256
-of the weight file, feature size, clusters, frames fitted on, loss weight)."""
+of the weight file, feature size, clusters, frames fitted on, loss weight).
+
+With `--teacher-cache DIR` the features of the training crops and of the k-means crops
+are read from a cache that `cache-teachers` wrote (cache.py) instead of being computed,
+and each teacher's record keeps the cache's header record under "cache". A resumed run
+takes its features from where the run started taking them: a cache, or the teacher."""
 from __future__ import annotations
 
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.train.objectives import KMeansStream, teacher_kmeans
 from encodecmae_hear.train.teachers import load_teacher, parse_teachers
+from encodecmae_hear.train.teachers.cache import TeacherCache
 
 
 def parse_weights(text: str, count: int) -> list[float]:
@@ -50,15 +56,31 @@ def chosen_teachers(args, resume: dict | None) -> tuple[list[str], list[float]]:
     return names, parse_weights(args.teacher_weights, len(names))
 
 
+def check_same_source(name: str, recorded: dict, cache: TeacherCache | None, out) -> None:
+    """A resumed run reads its teacher features from a cache if and only if it started so."""
+    if "cache" in recorded and cache is None:
+        raise UserError(f"{out} was trained with {name} targets read from the teacher cache "
+                        f"{recorded['cache']['path']}: pass --teacher-cache to resume it")
+    if "cache" not in recorded and cache is not None:
+        raise UserError(f"{out} was trained with {name} targets computed on the fly, not read "
+                        f"from a teacher cache: resume it without --teacher-cache")
+
+
 def teacher_streams(args, frontend: str, source, seed: int, proc, log,
                     resume: dict | None) -> tuple[list[KMeansStream], list[dict]]:
     """The streams and provenance records of the teachers in `args.teachers`."""
     names, weights = chosen_teachers(args, resume)
+    cache = TeacherCache(args.teacher_cache, frontend) if args.teacher_cache else None
     streams, records = [], []
     for name, weight, recorded in zip(names, weights, recorded_teachers(resume) or [None] * len(names)):
         teacher = load_teacher(name, frontend)
         record = teacher.provenance()
+        features = teacher  # what the stream's ids are the nearest centroids of
+        if cache is not None:
+            features = cache.teacher(name, record)
+            cache.check_covers(source, features)
         if recorded is not None:
+            check_same_source(name, recorded, cache, args.out)
             if record["sha256"] != recorded["sha256"]:
                 raise UserError(f"teacher {name!r}: the installed {record['package']} "
                                 f"{record['version']} ships other weights ({record['weight_file']} "
@@ -67,11 +89,14 @@ def teacher_streams(args, frontend: str, source, seed: int, proc, log,
                                 f"{record['package']}=={recorded['version']} to resume")
             centroids, record = resume["training"]["objective"]["teacher_centroids"][name], recorded
         else:
-            log(f"teacher {name}: {record['package']} {record['version']}, {record['features']}")
-            centroids, frames = teacher_kmeans(teacher, teacher.out_dim, source, args.clusters,
+            where = f" (read from the teacher cache {cache.folder})" if cache is not None else ""
+            log(f"teacher {name}: {record['package']} {record['version']}, {record['features']}{where}")
+            centroids, frames = teacher_kmeans(features, teacher.out_dim, source, args.clusters,
                                                args.kmeans_clips, None, seed, batch=4096, iters=100,
                                                proc=proc, log=log)
             record.update(clusters=args.clusters, frames=frames, weight=weight)
-        streams.append(KMeansStream(name, teacher, centroids, record["weight"]))
+            if cache is not None:
+                record["cache"] = cache.provenance(name)
+        streams.append(KMeansStream(name, features, centroids, record["weight"]))
         records.append(record)
     return streams, records
