@@ -321,6 +321,17 @@ def test_pretrain_reads_the_cache_and_resumes(corpus, cache, tmp_path):
     assert wrong.returncode == 2 and "pass --teacher-cache to resume it" in told, told
 
 
+def test_teachers_the_cache_does_not_hold_are_computed_on_the_fly(corpus, cache, tmp_path):
+    manifest, out = corpus / "m.jsonl", tmp_path / "run"
+    extra = ["--targets", "mel-kmeans", "--clusters", "8", "--kmeans-clips", "6",
+             "--teachers", "vad,resemblyzer", "--teacher-cache", cache]
+    said = run_cli("pretrain", *tiny_args(manifest, out, 2, *extra))
+    assert "teacher resemblyzer" in said and "computed on the fly: the teacher cache does not hold it" in said
+    vad, speaker = torch.load(out / "model.pt", weights_only=True)["provenance"]["teachers"]
+    assert vad["cache"]["path"] == str(cache) and "cache" not in speaker
+    assert "masked_loss_s2" in metrics(out)[-1]
+
+
 def test_help_names_the_cache_options(capsys):
     for argv, option in ((["cache-teachers", "--help"], "--files-per-piece"),
                          (["pretrain", "--help"], "--teacher-cache")):

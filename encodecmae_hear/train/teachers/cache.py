@@ -129,6 +129,9 @@ class TeacherCache:
                             f"is {frontend}: rebuild the cache with --frontend {frontend}")
         self.frontend = frontend
 
+    def holds(self, name: str) -> bool:
+        return name in self.header["teachers"]
+
     def teacher(self, name: str, installed: dict) -> CachedTeacher:
         """The cached features of teacher `name`, whose installed provenance is `installed`."""
         record = self.header["teachers"].get(name)

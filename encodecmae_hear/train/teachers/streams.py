@@ -5,7 +5,8 @@ the checkpoint on resume, and its provenance record (package, version, licence, 
 of the weight file, feature size, clusters, frames fitted on, loss weight).
 
 With `--teacher-cache DIR` the features of the training crops and of the k-means crops
-are read from a cache that `cache-teachers` wrote (cache.py) instead of being computed,
+of each teacher the cache holds are read from it (`cache-teachers` wrote it, cache.py)
+instead of being computed; teachers it does not hold are computed on the fly,
 and each teacher's record keeps the cache's header record under "cache". A resumed run
 takes its features from where the run started taking them: a cache, or the teacher."""
 from __future__ import annotations
@@ -63,7 +64,8 @@ def check_same_source(name: str, recorded: dict, cache: TeacherCache | None, out
                         f"{recorded['cache']['path']}: pass --teacher-cache to resume it")
     if "cache" not in recorded and cache is not None:
         raise UserError(f"{out} was trained with {name} targets computed on the fly, not read "
-                        f"from a teacher cache: resume it without --teacher-cache")
+                        f"from a teacher cache: resume it without --teacher-cache, or with a "
+                        f"cache that does not hold {name}")
 
 
 def teacher_streams(args, frontend: str, source, seed: int, proc, log,
@@ -76,11 +78,12 @@ def teacher_streams(args, frontend: str, source, seed: int, proc, log,
         teacher = load_teacher(name, frontend)
         record = teacher.provenance()
         features = teacher  # what the stream's ids are the nearest centroids of
-        if cache is not None:
-            features = cache.teacher(name, record)
-            cache.check_covers(source, features)
+        cached = cache if cache is not None and cache.holds(name) else None
+        if cached is not None:
+            features = cached.teacher(name, record)
+            cached.check_covers(source, features)
         if recorded is not None:
-            check_same_source(name, recorded, cache, args.out)
+            check_same_source(name, recorded, cached, args.out)
             if record["sha256"] != recorded["sha256"]:
                 raise UserError(f"teacher {name!r}: the installed {record['package']} "
                                 f"{record['version']} ships other weights ({record['weight_file']} "
@@ -89,14 +92,15 @@ def teacher_streams(args, frontend: str, source, seed: int, proc, log,
                                 f"{record['package']}=={recorded['version']} to resume")
             centroids, record = resume["training"]["objective"]["teacher_centroids"][name], recorded
         else:
-            where = f" (read from the teacher cache {cache.folder})" if cache is not None else ""
+            where = (f" (read from the teacher cache {cached.folder})" if cached is not None else
+                     " (computed on the fly: the teacher cache does not hold it)" if cache is not None else "")
             log(f"teacher {name}: {record['package']} {record['version']}, {record['features']}{where}")
             centroids, frames = teacher_kmeans(features, teacher.out_dim, source, args.clusters,
                                                args.kmeans_clips, None, seed, batch=4096, iters=100,
                                                proc=proc, log=log)
             record.update(clusters=args.clusters, frames=frames, weight=weight)
-            if cache is not None:
-                record["cache"] = cache.provenance(name)
+            if cached is not None:
+                record["cache"] = cached.provenance(name)
         streams.append(KMeansStream(name, features, centroids, record["weight"]))
         records.append(record)
     return streams, records
