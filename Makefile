@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 MODEL   ?=
 
-.PHONY: help install demo test wheel-check bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks
+.PHONY: help install demo test wheel-check bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks valid-tasks
 .PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default teacher-ablation teacher-ablation-run teacher-cache
 .PHONY: mobile-pretrain distill
 
@@ -27,6 +27,7 @@ help:
 	@echo "make distill   TEACHER=<ckpt, default bundled> STUDENT=mobile-quarter DATA= OUT=runs/student"
 	@echo "make corpus    CORPUS=../corpus: pretraining corpus from Debian packages (+ packed shards)"
 	@echo "make heldout-tasks CORPUS= TASKS=../heldout_tasks: HEAR tasks from held-out sources"
+	@echo "make valid-tasks CORPUS= VALID=../valid_tasks: the validation suite (SUITE=valid), for choosing models"
 	@echo "make hear      MODEL= TASKS_DIR=tasks SUITE=hear18 SEEDS=3 OPTIONS='{\"layer\": 5}' DEVICE= RUNS=runs/hear"
 	@echo "               embed + predict + table (docs/EVALUATE.md); steps: hear-validate hear-embed hear-predict hear-table"
 	@echo "make synth-tasks TASKS_DIR=tasks: write the synthetic HEAR suite (SUITE=synthetic)"
@@ -123,12 +124,17 @@ distill: $(STAMP)
 
 CORPUS  ?= ../corpus
 TASKS   ?= ../heldout_tasks
+VALID   ?= ../valid_tasks
 
 corpus: $(STAMP)
 	$(PY) -m encodecmae_hear corpus --out $(CORPUS) --pack
 
 heldout-tasks: $(STAMP)
 	$(PY) -m encodecmae_hear heldout-tasks --corpus $(CORPUS) --out $(TASKS)
+
+# Choose models on these (make hear SUITE=valid TASKS_DIR=$(VALID)); report the proof once.
+valid-tasks: $(STAMP)
+	$(PY) -m encodecmae_hear valid-tasks --corpus $(CORPUS) --out $(VALID)
 
 # The bundled default (checkpoints/README.md): the recipe it was trained with, then the
 # release; re-running resumes the run. It was trained in two stages: 2,400 steps, then

@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth-tasks": (f"{P}.evaluate.synthetic_tasks", "write the synthetic HEAR suite (scene k-fold + event task)"),
     "corpus": (f"{P}.corpus.build", "build the offline pretraining corpus from Debian packages"),
     "heldout-tasks": (f"{P}.corpus.heldout_tasks", "write HEAR tasks from held-out corpus sources"),
+    "valid-tasks": (f"{P}.corpus.valid_tasks", "write the validation suite: held-out HEAR tasks for choosing models, apart from the proof"),
 }
 
 

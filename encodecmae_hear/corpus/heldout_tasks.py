@@ -31,9 +31,12 @@ import torch
 
 from encodecmae_hear.corpus import midi
 from encodecmae_hear.corpus.sources import SOUNDFONTS
+from encodecmae_hear.errors import UserError
 from encodecmae_hear.evaluate import task_io
 
 FOLDS = tuple(f"fold{i:02d}" for i in range(5))
+VERSION = "heldout-2"
+SPOKEN_LANGUAGES = 8  # the proof's spoken-language task: the 8 languages with most words
 ONSET_POSTPROCESSING = {"event_postprocessing_grid": {"median_filter_ms": [150], "min_duration": [60, 120]}}
 
 
@@ -52,12 +55,12 @@ def assign_folds(labels: list[str], seed: int) -> list[str]:
 
 
 def write_task(out: Path, name: str, clips: list[dict], seconds: float, sr: int,
-               event: bool = False) -> Path:
-    """The shared HEAR task-folder writer (task_io), version "heldout-2": scene tasks
-    in FOLDS, the event task in train/valid/test."""
+               event: bool = False, version: str = VERSION) -> Path:
+    """The shared HEAR task-folder writer (task_io): scene tasks in FOLDS, the event
+    task in train/valid/test."""
     layout = ({"event": True, "evaluation_params": ONSET_POSTPROCESSING} if event else
               {"splits": FOLDS, "split_mode": "presplit_kfold"})
-    return task_io.write_task(out, name, clips, seconds, sr, version="heldout-2", **layout)
+    return task_io.write_task(out, name, clips, seconds, sr, version=version, **layout)
 
 
 def corpus_clips(corpus: Path, source_label, seconds: float) -> list[dict]:
@@ -83,15 +86,20 @@ def language_of(row) -> str | None:
 
 
 def scene_from_corpus(corpus: Path, out: Path, name: str, labeler, n_classes: int,
-                      per_class: int, seconds: float, seed: int) -> Path:
+                      per_class: int, seconds: float, seed: int, skip: int = 0,
+                      version: str = VERSION) -> Path:
+    """The n_classes labels with most files (ties by name), after leaving out the first
+    `skip` of that ranking; per_class seeded files of each, in class-stratified FOLDS."""
     clips = corpus_clips(corpus, labeler, seconds)
     counts = {lab: sum(c["label"] == lab for c in clips) for lab in {c["label"] for c in clips}}
-    keep = sorted(sorted(counts, key=lambda lab: (-counts[lab], lab))[:n_classes])
+    keep = sorted(sorted(counts, key=lambda lab: (-counts[lab], lab))[skip:skip + n_classes])
     rng = np.random.default_rng(seed)
     chosen = []
     for label in keep:
         group = [c for c in clips if c["label"] == label]
         chosen += [group[i] for i in sorted(rng.permutation(len(group))[:per_class])]
+    if not chosen:
+        raise UserError(f"{corpus}: no held-out files for {name} in manifest.jsonl")
     for clip, fold in zip(chosen, assign_folds([c["label"] for c in chosen], seed)):
         clip["split"] = fold
     names = set()
@@ -99,7 +107,7 @@ def scene_from_corpus(corpus: Path, out: Path, name: str, labeler, n_classes: in
         clip["name"] = f"{i:04d}-{clip['name']}" if clip["name"] in names else clip["name"]
         names.add(clip["name"])
     sr = chosen[0]["sr"]
-    return write_task(out, name, chosen, seconds, sr)
+    return write_task(out, name, chosen, seconds, sr, version=version)
 
 
 INSTRUMENT_FAMILIES = ("piano", "chromatic_percussion", "organ", "guitar", "bass", "strings",
@@ -165,7 +173,8 @@ def build_all(corpus: Path, out: Path, seed: int = 0, scale: float = 1.0) -> lis
     package, rel = SOUNDFONTS["heldout"]
     soundfont = corpus / "cache" / "pkgs" / package / rel
     return [
-        scene_from_corpus(corpus, out, "heldout_spoken_language", language_of, 8, n(40), 2.0, seed),
+        scene_from_corpus(corpus, out, "heldout_spoken_language", language_of, SPOKEN_LANGUAGES,
+                          n(40), 2.0, seed),
         scene_from_corpus(corpus, out, "heldout_sfx_collection",
                           lambda r: r["source"].split("-")[0] if r["category"] == "environment" else None,
                           4, n(60), 2.0, seed),

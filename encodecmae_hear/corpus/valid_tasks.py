@@ -1,0 +1,133 @@
+"""`valid-tasks`: the validation suite, HEAR tasks for choosing a model, kept apart from
+the proof suite (`heldout-tasks`), which is reported once for the chosen model.
+
+    python -m encodecmae_hear valid-tasks --corpus ../corpus --out ../valid_tasks
+
+Both suites come from corpus sources pretraining never saw, but never share a clip:
+
+* valid_pitch_class (music): pitch class (12 classes) of one note, 1 s clips, played by
+  15 General MIDI programs of 12 families (PITCH_PROGRAMS) through the held-out MuseScore
+  General soundfont; every program plays every pitch class once, octaves 3-5 (C4 = MIDI
+  60) dealt evenly. The five folds are instrument-disjoint (3 programs each), so a
+  probe has to generalise pitch to timbres it was not trained on.
+* valid_spoken_language (speech): which language a recorded ktuberling-data word is
+  spoken in, for the SPOKEN_LANGUAGES languages ranked after the ones the proof's
+  spoken-language task takes (most words first, ties by name): other languages, other
+  recordings. Class-stratified folds as in the proof tasks.
+
+Seeded and deterministic; scene tasks, five presplit folds, audio at 48000 and 16000 Hz,
+written by the shared HEAR task writer (task_io).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encodecmae_hear.corpus import heldout_tasks as ht
+from encodecmae_hear.corpus import midi
+from encodecmae_hear.corpus.sources import SOUNDFONTS
+from encodecmae_hear.errors import UserError
+
+VERSION = "valid-1"
+PITCH_CLASSES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+# (General MIDI program, name): 12 families, pitched programs with a clear onset or tone
+PITCH_PROGRAMS = (
+    (0, "grand_piano"), (6, "harpsichord"), (11, "vibraphone"), (19, "church_organ"),
+    (24, "nylon_guitar"), (33, "fingered_bass"), (40, "violin"), (42, "cello"),
+    (52, "choir_aahs"), (56, "trumpet"), (65, "alto_sax"), (71, "clarinet"), (73, "flute"),
+    (80, "square_lead"), (104, "sitar"))
+OCTAVES = (3, 4, 5)          # MIDI pitch = 12 * (octave + 1) + pitch class: 48..83
+NOTE = (0.05, 0.8)           # onset and duration in a clip, seconds
+MELODIC_CHANNELS = tuple(c for c in range(16) if c != 9)  # MIDI channel 9 is the drum kit
+SPOKEN_LANGUAGES = 5
+
+
+def midi_pitch(pitch_class: int, octave: int) -> int:
+    return 12 * (octave + 1) + pitch_class
+
+
+def instrument_folds(n_instruments: int, seed: int) -> list[str]:
+    """A fold for each instrument: a seeded order cut into len(FOLDS) equal runs."""
+    order = np.random.default_rng(seed).permutation(n_instruments)
+    folds = [""] * n_instruments
+    for position, instrument in enumerate(order):
+        folds[instrument] = ht.FOLDS[position * len(ht.FOLDS) // n_instruments]
+    return folds
+
+
+def pitch_class_task(soundfont: Path, out: Path, seed: int, seconds: float = 1.0,
+                     sr: int = 48000, programs=PITCH_PROGRAMS) -> Path:
+    """len(programs) x 12 clips of one note each, folds by instrument; one fluidsynth run,
+    a channel per program, one note every `spacing` seconds."""
+    if len(programs) > len(MELODIC_CHANNELS):
+        raise ValueError(f"at most {len(MELODIC_CHANNELS)} programs, got {len(programs)}")
+    rng = np.random.default_rng(seed)
+    spacing = seconds + 3.0  # the previous note's release and reverb tail die away
+    onset, duration = NOTE
+    notes, clips = [], []
+    for (program, name), channel, fold in zip(programs, MELODIC_CHANNELS,
+                                              instrument_folds(len(programs), seed)):
+        octaves = rng.permutation(np.repeat(OCTAVES, len(PITCH_CLASSES) // len(OCTAVES)))
+        velocities = rng.integers(80, 111, size=len(PITCH_CLASSES))
+        for pc, (octave, velocity) in enumerate(zip(octaves, velocities)):
+            pitch = midi_pitch(pc, int(octave))
+            notes.append((len(clips) * spacing + onset, duration, channel, pitch, int(velocity)))
+            clips.append({"name": f"{PITCH_CLASSES[pc]}-{name}-p{pitch}",
+                          "label": PITCH_CLASSES[pc], "split": fold})
+    audio = midi.render(notes, dict(zip(MELODIC_CHANNELS, (p for p, _ in programs))), soundfont, sr)
+    step = int(spacing * sr)
+    for k, clip in enumerate(clips):
+        clip["audio"] = audio[k * step:k * step + int(seconds * sr)]
+    return ht.write_task(out, "valid_pitch_class", clips, seconds, sr, version=VERSION)
+
+
+def spoken_language_task(corpus: Path, out: Path, seed: int, per_class: int = 60,
+                         seconds: float = 2.0, n_classes: int = SPOKEN_LANGUAGES,
+                         skip: int = ht.SPOKEN_LANGUAGES) -> Path:
+    """n_classes languages, ranked as the proof task ranks them, after the first `skip`
+    (the proof's own languages); per_class words of each."""
+    task = ht.scene_from_corpus(corpus, out, "valid_spoken_language", ht.language_of,
+                                n_classes, per_class, seconds, seed, skip=skip, version=VERSION)
+    counts = Counter(label for fold in ht.FOLDS
+                     for [label] in json.loads((task / f"{fold}.json").read_text()).values())
+    if len(counts) < n_classes or min(counts.values()) < per_class:
+        raise UserError(f"{corpus}: ktuberling-data has too few words for {task.name}: "
+                        f"wanted {n_classes} languages beyond the proof's {skip} with "
+                        f"{per_class} words each, found {dict(sorted(counts.items()))}")
+    return task
+
+
+def check_inputs(corpus: Path, soundfont: Path) -> None:
+    if not (corpus / "manifest.jsonl").is_file():
+        raise UserError(f"{corpus} has no manifest.jsonl: build the corpus first "
+                        f"(`make corpus CORPUS={corpus}`), or pass the folder it built")
+    if not soundfont.is_file():
+        raise UserError(f"held-out soundfont not found: {soundfont} (the corpus build "
+                        "fetches it into <corpus>/cache/pkgs; re-run `make corpus`)")
+
+
+def build_all(corpus: Path, out: Path, seed: int = 0) -> list[Path]:
+    package, rel = SOUNDFONTS["heldout"]
+    soundfont = corpus / "cache" / "pkgs" / package / rel
+    check_inputs(corpus, soundfont)
+    return [pitch_class_task(soundfont, out, seed), spoken_language_task(corpus, out, seed)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="folder built by `corpus`")
+    parser.add_argument("--out", required=True, help="folder for the task folders")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    for task in build_all(Path(args.corpus), Path(args.out), args.seed):
+        splits = json.loads((task / "task_metadata.json").read_text())["splits"]
+        sizes = {s: len(json.loads((task / f"{s}.json").read_text())) for s in splits}
+        print(f"{task}: {sizes}")
+    return 0
