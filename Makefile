@@ -8,7 +8,7 @@ MODEL   ?=
 
 .PHONY: help install demo test wheel-check bench clean manifest pretrain selftrain bench-train gpu-check corpus heldout-tasks valid-tasks
 .PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks default-model prove-default teacher-ablation teacher-ablation-run teacher-cache
-.PHONY: mobile-pretrain distill
+.PHONY: mobile-pretrain distill mobile-models mobile-model prove-mobile
 
 help:
 	@echo "make install   build $(VENV) (pinned by constraints.txt) with the HEAR tools"
@@ -25,6 +25,8 @@ help:
 	@echo "make gpu-check GPU figures in < 8 min: embedding speed, training speed, a short run (\$$OUT or runs/gpu-check)"
 	@echo "make mobile-pretrain OBJECTIVE=cbow|skipgram|temporalgap MOBILE_PRESET=mobile-half DATA= OUT="
 	@echo "make distill   TEACHER=<ckpt, default bundled> STUDENT=mobile-quarter DATA= OUT=runs/student"
+	@echo "make mobile-models CORPUS=../corpus HARDWARE=: retrain the bundled checkpoints/mobile-*.pt (checkpoints/MOBILE.md)"
+	@echo "make prove-mobile TASKS=../heldout_tasks: their HEAR rows in runs/proof/"
 	@echo "make corpus    CORPUS=../corpus: pretraining corpus from Debian packages (+ packed shards)"
 	@echo "make heldout-tasks CORPUS= TASKS=../heldout_tasks: HEAR tasks from held-out sources"
 	@echo "make valid-tasks CORPUS= VALID=../valid_tasks: the validation suite (SUITE=valid), for choosing models"
@@ -125,6 +127,30 @@ distill: $(STAMP)
 CORPUS  ?= ../corpus
 TASKS   ?= ../heldout_tasks
 VALID   ?= ../valid_tasks
+
+# The bundled mobile models (checkpoints/MOBILE.md): each objective and the student,
+# mobile-quarter, batch 16 x 4 s crops of the packed corpus, in runs/mobile/<name>,
+# bundled to checkpoints/mobile-<name>.pt. Re-running resumes; steps per model below.
+MOBILE_MODELS       ?= student cbow skipgram temporalgap
+MOBILE_STEPS_student     ?= 600
+MOBILE_STEPS_cbow        ?= 300
+MOBILE_STEPS_skipgram    ?= 300
+MOBILE_STEPS_temporalgap ?= 300
+MOBILE_RECIPE = DATA=$(CORPUS)/packed BATCH=16 STEPS=$(MOBILE_STEPS_$(M)) OUT=runs/mobile/$(M) \
+	    ARGS="--workers 1 --warmup-steps 50 --checkpoint-every 100 --log-every 25 $(SEED_ARGS)"
+mobile-models: $(STAMP)
+	for m in $(MOBILE_MODELS); do $(MAKE) --no-print-directory mobile-model M=$$m || exit 1; done
+
+mobile-model: $(STAMP)
+	$(if $(filter student,$(M)),$(MAKE) distill STUDENT=mobile-quarter $(MOBILE_RECIPE),$(MAKE) mobile-pretrain \
+	    OBJECTIVE=$(M) MOBILE_PRESET=mobile-quarter $(MOBILE_RECIPE))
+	$(PY) -m encodecmae_hear bundle runs/mobile/$(M) -o checkpoints/mobile-$(M).pt --half --hardware "$(HARDWARE)"
+
+# Their HEAR rows beside the bundled default's (make prove-default): runs/proof/.
+prove-mobile: $(STAMP)
+	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS)
+	for m in $(MOBILE_MODELS); do $(MAKE) --no-print-directory hear $(PROOF) \
+	    MODULE=encodecmae_hear.mobile_hear MODEL=checkpoints/mobile-$$m.pt LABEL=mobile-$$m || exit 1; done
 
 corpus: $(STAMP)
 	$(PY) -m encodecmae_hear corpus --out $(CORPUS) --pack

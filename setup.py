@@ -17,7 +17,7 @@ setup(
     package_dir=BUNDLED,
     package_data={
         "encodecmae_hear": ["evaluate/*.csv", "evaluate/shims/*.py", "evaluate/shims/*/*.py"],
-        "encodecmae_hear.checkpoints": ["default.pt", "README.md", "CORPUS.md"],
+        "encodecmae_hear.checkpoints": ["default.pt", "mobile-*.pt", "README.md", "CORPUS.md", "MOBILE.md"],
         "encodecmae_hear.eval_configs": ["*.json"],
     },
 )

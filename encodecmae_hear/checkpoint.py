@@ -37,7 +37,7 @@ from encodecmae_hear.model.mae import EncodecMAE
 from encodecmae_hear.model.mobile import ARCHITECTURE as MOBILE
 from encodecmae_hear.model.mobile import MobileConfig, MobileModel
 from encodecmae_hear.official.convert import Converted, OfficialCheckpointError, read_official
-from encodecmae_hear.paths import BUNDLED_CHECKPOINT
+from encodecmae_hear.paths import BUNDLED_CHECKPOINT, BUNDLED_DIR
 
 FORMAT = "encodecmae_hear"
 VERSION = 2
@@ -217,7 +217,8 @@ def checkpoint_dir() -> Path:
 
 def resolve_checkpoint(name_or_path="") -> Path:
     """"" -> the bundled default; an existing path -> itself; a bare name -> NAME or NAME.pt
-    found at any depth in $ENCODECMAE_CHECKPOINT_DIR. Anything else is returned as a path
+    found at any depth in $ENCODECMAE_CHECKPOINT_DIR, else a bundled model of that name
+    (checkpoints/NAME.pt, e.g. "mobile-student"). Anything else is returned as a path
     (reading it then says that it is missing)."""
     if not str(name_or_path):
         return default_checkpoint()
@@ -229,10 +230,19 @@ def resolve_checkpoint(name_or_path="") -> Path:
         hits = sorted(root.rglob(pattern)) if root.is_dir() else []
         if hits:
             return hits[0]
+    for bundled in (BUNDLED_DIR / path.name, BUNDLED_DIR / f"{path.name}.pt"):
+        if bundled.is_file():
+            return bundled
     found = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.pt")) if root.is_dir() else []
     raise FileNotFoundError(
         f"no checkpoint file or name {str(name_or_path)!r}: looked for {path.name}[.pt] in {root} "
-        f"(set ${CHECKPOINT_DIR_ENV}); names found there: {found or 'none'}")
+        f"(set ${CHECKPOINT_DIR_ENV}) and among the bundled models; names found there: "
+        f"{found or 'none'}; bundled: {bundled_names()}")
+
+
+def bundled_names() -> list[str]:
+    """The bundled checkpoints by name (checkpoints/*.pt without the suffix)."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.pt"))
 
 
 def read_any(name_or_path="") -> tuple[Path, dict]:

@@ -1,6 +1,7 @@
 """HEAR 2021 API over the mobile encoders (model/mobile.py): a checkpoint of this project
 (`pretrain-mobile`, `distill`) or its ONNX export (`export-onnx`).
 
+    hear-validator encodecmae_hear.mobile_hear                 # the bundled student
     hear-validator encodecmae_hear.mobile_hear --model runs/student/model.pt
     hear-validator encodecmae_hear.mobile_hear --model student.onnx
 
@@ -26,6 +27,7 @@ from torch import nn
 from encodecmae_hear.audio import check_audio
 from encodecmae_hear.checkpoint import load_checkpoint
 from encodecmae_hear.model.mobile import SAMPLE_RATE, MobileConfig, MobileModel
+from encodecmae_hear.paths import BUNDLED_STUDENT
 
 OUTPUTS = ("encoder", "distill")
 CONTEXT_FRAMES = 16          # frames of real audio on each side of a window (0.64 s)
@@ -127,14 +129,12 @@ class MobileHear(nn.Module):
 
 def load_model(model_file_path: str = "", output: str | None = None, chunk_seconds: float = 60.0,
                onnx_threads: int = 0) -> MobileHear:
-    """HEAR entry point: a mobile checkpoint (.pt) or an ONNX export (.onnx). Options
+    """HEAR entry point: a mobile checkpoint (.pt; "" = the bundled student, a bare name =
+    a bundled model such as "mobile-cbow") or an ONNX export (.onnx). Options
     (heareval's --model-options JSON): `output` ("encoder" or "distill"), `chunk_seconds`
     (window length; bounds memory), `onnx_threads` (onnxruntime intra-op threads, 0 =
     its default)."""
-    path = str(model_file_path)
-    if not path:
-        raise ValueError("encodecmae_hear.mobile_hear has no bundled model: pass a mobile checkpoint "
-                         "(pretrain-mobile, distill) or an ONNX export (export-onnx)")
+    path = str(model_file_path) or str(BUNDLED_STUDENT)
     if path.endswith(".onnx"):
         return MobileHear(OnnxFrames(path, onnx_threads), output, chunk_seconds)
     model, payload = load_checkpoint(path, architecture="mobile")

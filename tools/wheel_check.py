@@ -6,7 +6,8 @@ tools exactly as their docs give them. Run by `make test` (and `make wheel-check
 2. venv: a fresh one outside the checkout; the wheel (+ its `hear` extra) pinned by
    constraints.txt, then the HEAR tools by tools/install_hear_tools.py (make install's recipe);
 3. from a folder outside the checkout, with no PYTHONPATH and no ENCODECMAE_* overrides:
-   `hear-validator encodecmae_hear` (the bundled default model); `load_model()` without a
+   `hear-validator encodecmae_hear` (the bundled default model) and
+   `hear-validator encodecmae_hear.mobile_hear` (the bundled student); `load_model()` without a
    path, whose checkpoint, task configs and shims must come from the installed package;
    `python -m encodecmae_hear synth-tasks`; `python -m heareval.embeddings.runner
    encodecmae_hear` on that suite (embedding files for every split); and
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                                  *PIP_OPTIONS])
         check.run("validator", [check.venv / "bin" / "hear-validator", "encodecmae_hear"],
                   expect="Looks good!")
+        check.run("validator-mobile", [check.venv / "bin" / "hear-validator",
+                                       "encodecmae_hear.mobile_hear"], expect="Looks good!")
         check_probe(check, check.run("load_model", [check.python, "-c", PROBE]))
         check.run("synth-tasks", [check.python, "-m", "encodecmae_hear", "synth-tasks",
                                   "--out", tasks, "--scale", "0", "--epochs", "10"])

@@ -1,0 +1,59 @@
+"""The bundled mobile models (checkpoints/mobile-*.pt, model cards in checkpoints/MOBILE.md):
+what they are, where they came from, and that both HEAR modules find them by name."""
+import pytest
+import torch
+
+import encodecmae_hear
+from encodecmae_hear import files, mobile_hear
+from encodecmae_hear.checkpoint import CHECKPOINT_DIR_ENV, load_checkpoint, resolve_checkpoint
+from encodecmae_hear.paths import BUNDLED_CHECKPOINT, BUNDLED_DIR, BUNDLED_STUDENT
+
+BUNDLED_HEADS = {"mobile-student": "distill", "mobile-cbow": "cbow", "mobile-skipgram": "skipgram",
+                 "mobile-temporalgap": "temporalgap"}
+
+
+@pytest.mark.parametrize("name, head", BUNDLED_HEADS.items())
+def test_each_bundled_mobile_model_is_a_finished_corpus_run(name, head):
+    model, payload = load_checkpoint(name, architecture="mobile")
+    provenance = payload["provenance"]
+    assert model.config.head == head
+    assert provenance["trained"] and provenance["preset"] == "mobile-quarter"
+    assert provenance["steps"] == provenance["train_config"]["steps"] > 0
+    assert provenance["corpus"]["data"].rstrip("/").endswith("packed")
+    assert all(p.dtype == torch.float16 for p in payload["model"].values() if p.is_floating_point())
+
+
+def test_the_bundled_student_is_mobile_hears_default_and_was_distilled_from_the_bundled_model():
+    hear = mobile_hear.load_model()
+    assert hear.provenance["objective"] == "distill"
+    assert hear.provenance["distill"]["teacher_sha256"] == files.sha256_of(BUNDLED_CHECKPOINT)
+    assert BUNDLED_STUDENT.parent == BUNDLED_DIR
+    audio = torch.randn(2, 16000) * 0.1
+    embeddings, timestamps = mobile_hear.get_timestamp_embeddings(audio, hear)
+    assert embeddings.shape == (2, 25, 5 * 256)  # the default's five 256-d blocks, 25 frames/s
+    assert torch.isfinite(embeddings).all()
+    assert torch.allclose(timestamps[0, :2], torch.tensor([20.0, 60.0]))
+
+
+def test_the_encodecmae_module_refuses_a_mobile_model_and_names_the_right_module():
+    with pytest.raises(ValueError, match="encodecmae_hear.mobile_hear"):
+        encodecmae_hear.load_model("mobile-student")
+
+
+def test_an_unknown_name_lists_the_bundled_models(monkeypatch, tmp_path):
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="bundled: .*mobile-student"):
+        resolve_checkpoint("no-such-model")
+
+
+def test_a_name_in_the_user_folder_wins_over_a_bundled_one(monkeypatch, tmp_path):
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path))
+    (tmp_path / "mobile-cbow.pt").write_bytes(b"")
+    assert resolve_checkpoint("mobile-cbow") == tmp_path / "mobile-cbow.pt"
+
+
+def test_every_bundled_mobile_model_has_a_model_card():
+    card = (BUNDLED_DIR / "MOBILE.md").read_text()
+    for name in BUNDLED_HEADS:
+        assert f"`{name}.pt`" in card
+    assert sorted(p.stem for p in BUNDLED_DIR.glob("mobile-*.pt")) == sorted(BUNDLED_HEADS)
