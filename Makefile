@@ -186,6 +186,10 @@ TEACHER_ARGS = $(if $(TEACHERS),--teachers $(TEACHERS) $(if $(TEACHER_WEIGHTS),-
 DEFAULT_RUN ?= runs/default$(if $(TEACHERS),-$(subst $(comma),-,$(TEACHERS)))
 DEFAULT_LAYER_REASON = chosen on the held-out tasks themselves (there is no separate validation suite): 5-fold logistic-regression probe of the 4,400-step model on the four k-fold scene tasks, input+concat 80.6, concat 80.4, last 77.8 (%); heareval runs of every variant: README, section 'The bundled default model'
 HARDWARE    ?= unknown
+# Scene whitening (docs/EVALUATE.md, "Why heareval scores below a probe"): 512 axes of the
+# scene embeddings of 2,048 corpus crops of 1 s, chosen on the validation suite.
+SCENE_DIMS      ?= 512
+SCENE_WHITENING = --scene-dims $(SCENE_DIMS) --scene-crops 2048 --scene-seconds 1
 SEED_ARGS ?=
 DEFAULT_PRETRAIN = $(MAKE) pretrain DATA=$(CORPUS)/packed PRESET=mini FRONTEND=mel256 BATCH=16 \
 	    OUT=$(DEFAULT_RUN) ARGS="--targets mel-kmeans --clusters 512 --lr 5e-4 --warmup-steps 200 \
@@ -195,7 +199,7 @@ default-model: $(STAMP)
 	$(DEFAULT_PRETRAIN) STEPS=4400
 	$(PY) -m encodecmae_hear bundle $(DEFAULT_RUN) -o checkpoints/default.pt --half --hardware "$(HARDWARE)" \
 	    --hear-layer input+concat --hear-layer-reason "$(DEFAULT_LAYER_REASON)"
-	$(PY) -m encodecmae_hear embedding-stats checkpoints/default.pt --data $(CORPUS)/packed
+	$(PY) -m encodecmae_hear embedding-stats checkpoints/default.pt --data $(CORPUS)/packed $(SCENE_WHITENING)
 
 # The teacher ablation (issue 16): the default recipe's first stage (ABLATION_STEPS) with
 # mel-kmeans only, each teacher alone and all three, for training seeds 1..SEEDS; each run
@@ -222,7 +226,8 @@ PROOF = TASKS_DIR=$(TASKS) SUITE=proof RUNS=runs/proof SEEDS=3 GRID_POINTS=1
 prove-default: $(STAMP)
 	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS)
 	$(PY) -m encodecmae_hear init --preset mini --frontend mel256 -o runs/random-mini.pt
-	$(PY) -m encodecmae_hear embedding-stats runs/random-mini.pt --data $(CORPUS)/packed
+	$(PY) -m encodecmae_hear embedding-stats runs/random-mini.pt --data $(CORPUS)/packed \
+	    $(SCENE_WHITENING) --scene-layer input+concat
 	$(MAKE) hear $(PROOF) MODEL=checkpoints/default.pt LABEL=default
 	$(MAKE) hear $(PROOF) MODEL=runs/random-mini.pt LABEL=random-mini OPTIONS='{"layer": "input+concat"}'
 	$(MAKE) hear $(PROOF) MODULE=encodecmae_hear.evaluate.naive_baseline LABEL=naive

@@ -13,7 +13,10 @@ Format (version 2): one `torch.save`d dict, loaded with `weights_only=True`.
     training    dict for resuming (optimizer, step, RNG ...), or {} for release files
     embedding_stats  None, or {"mean", "std"}: (layers + 1, D) per-channel statistics of
                 the encoder input and each layer on pretraining audio
-                (train/embedding_stats.py), checked against the model when it is built
+                (train/embedding_stats.py), checked against the model when it is built;
+                optionally also scene whitening for one HEAR layer option
+                (train/scene_whitening.py): "scene_layer" (int or str), "scene_mean"
+                (E,), "scene_projection" (K, E), E a multiple of D, K <= E
 
 Where files are found (`resolve_checkpoint`): "" is the bundled default model
 ($ENCODECMAE_DEFAULT_CHECKPOINT, else checkpoints/default.pt of the source tree); an
@@ -156,6 +159,30 @@ def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> No
     finite = bool(torch.isfinite(stats["mean"]).all()) and bool(torch.isfinite(stats["std"]).all())
     if not finite or not bool((stats["std"] > 0).all()):
         raise CheckpointError(f"{path}: embedding_stats hold a non-finite value or a non-positive std")
+    unknown = set(stats) - {"mean", "std"} - set(SCENE_WHITENING_KEYS)
+    if unknown:
+        raise CheckpointError(f"{path}: embedding_stats hold unknown keys {sorted(map(str, unknown))}")
+    if any(key in stats for key in SCENE_WHITENING_KEYS):
+        check_scene_whitening(stats, num_layers, dim, path)
+
+
+SCENE_WHITENING_KEYS = ("scene_layer", "scene_mean", "scene_projection")
+
+
+def check_scene_whitening(stats: dict, num_layers: int, dim: int, path="checkpoint") -> None:
+    mean, projection = stats.get("scene_mean"), stats.get("scene_projection")
+    if not isinstance(stats.get("scene_layer"), (int, str)) or not isinstance(mean, torch.Tensor) \
+            or not isinstance(projection, torch.Tensor):
+        raise CheckpointError(f"{path}: scene whitening needs all of {list(SCENE_WHITENING_KEYS)} "
+                              f"(a layer option and two tensors)")
+    width = mean.shape[0] if mean.dim() == 1 else -1
+    if width % dim or not dim <= width <= dim * (num_layers + 1) or projection.dim() != 2 \
+            or projection.shape[1] != width or not 1 <= projection.shape[0] <= width:
+        raise CheckpointError(f"{path}: scene whitening should be a mean (E,) and a projection (K, E), "
+                              f"E a multiple of {dim} up to {dim * (num_layers + 1)}, K <= E; got "
+                              f"{tuple(mean.shape)} and {tuple(projection.shape)}")
+    if not bool(torch.isfinite(mean).all()) or not bool(torch.isfinite(projection).all()):
+        raise CheckpointError(f"{path}: scene whitening holds a non-finite value")
 
 
 def architecture_of(payload: dict) -> str:

@@ -8,7 +8,11 @@ outputs are trimmed, so no audio is dropped and a sound's embedding does not dep
 the other sounds in the batch. Frames are at exactly 75/s; timestamps are frame
 centres in milliseconds. A checkpoint with embedding statistics (embedding_stats.py)
 gives standardised embeddings: each block, the encoder input and every layer, is
-standardised channel by channel before the layer option picks or joins them.
+standardised channel by channel before the layer option picks or joins them. With the
+option `whiten_scene`, a checkpoint that holds scene whitening (train/scene_whitening.py)
+for the chosen layer option gives scene embeddings whitened on the corpus: the scene
+mean projected on its principal axes, each scaled to unit variance (fewer dimensions
+than the timestamp embeddings, which stay as they are).
 
 Speed: the frontend always runs in fp32, the Transformer in fp32 or, with dtype "bf16",
 under bf16 autocast; outputs are float32. Windows go through in batches of
@@ -37,7 +41,7 @@ class HearModel(nn.Module):
 
     def __init__(self, mae: nn.Module, sample_rate: int = 48000, layer="last",
                  chunk_batch_size: int = 16, embedding_stats: dict | None = None,
-                 dtype: str = "fp32"):
+                 dtype: str = "fp32", scene_whitening: dict | None = None):
         super().__init__()
         keep_freed_memory()  # allocator.py: no page faults from EnCodec's activations
         self.mae = mae.eval()
@@ -59,6 +63,19 @@ class HearModel(nn.Module):
         width = mae.config.dim * blocks
         self.scene_embedding_size = width
         self.timestamp_embedding_size = width
+        self.whiten_scene = scene_whitening is not None
+        if self.whiten_scene:
+            if not self.standardise or scene_whitening["scene_layer"] != self.layer:
+                raise ValueError(f"scene whitening was measured on standardised layer "
+                                 f"{scene_whitening['scene_layer']!r} embeddings; this model gives "
+                                 f"{'standardised' if self.standardise else 'raw'} layer {self.layer!r}")
+            projection = scene_whitening["scene_projection"].float()
+            if projection.shape[1] != width:
+                raise ValueError(f"scene whitening expects {projection.shape[1]}-d scene embeddings, "
+                                 f"layer {self.layer!r} gives {width}")
+            self.register_buffer("scene_mean", scene_whitening["scene_mean"].float().clone())
+            self.register_buffer("scene_projection", projection.clone())
+            self.scene_embedding_size = projection.shape[0]
         self.provenance: dict = {}  # what the checkpoint says of itself (load_model fills it)
         self.eval()
 
@@ -146,7 +163,10 @@ class HearModel(nn.Module):
                     flush()
         if pending:
             flush()
-        return out / frames if scene else out
+        if not scene:
+            return out
+        out /= frames
+        return (out - self.scene_mean) @ self.scene_projection.T if self.whiten_scene else out
 
 
 def parse_layer(layer, num_layers: int):
@@ -164,14 +184,18 @@ def parse_layer(layer, num_layers: int):
 
 
 def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
-               chunk_batch_size: int = 16, standardise=None, dtype: str = "fp32") -> HearModel:
+               chunk_batch_size: int = 16, standardise=None, dtype: str = "fp32",
+               whiten_scene: bool = False) -> HearModel:
     """HEAR entry point. "" loads the bundled checkpoint; options come from heareval's
     `--model-options` JSON, e.g. '{"layer": "mean", "sample_rate": 16000}'. Without a
     `layer`, the checkpoint's recommended one (provenance "hear_layer", set by `bundle
     --hear-layer`) is used, else the last layer. `standardise` (default: whether the
     checkpoint holds embedding statistics) standardises the embeddings with them.
     `dtype` "bf16" runs the Transformer under bf16 autocast (frontend and outputs stay
-    float32): faster on GPUs and on CPUs with bf16 matrix units, slower on others."""
+    float32): faster on GPUs and on CPUs with bf16 matrix units, slower on others.
+    `whiten_scene` true whitens the scene embeddings with the scene whitening the
+    checkpoint holds for this layer option (docs/EVALUATE.md: it lifts pitch-like detail
+    and costs timbre, so it is off unless asked for)."""
     mae, payload = load_checkpoint(model_file_path)
     if layer is None:
         layer = payload.get("provenance", {}).get("hear_layer", {}).get("layer", "last")
@@ -184,10 +208,27 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
         name = model_file_path or "the bundled checkpoint"
         raise ValueError(f"{name} holds no embedding statistics to standardise with; add them "
                          f"with `python -m encodecmae_hear embedding-stats CHECKPOINT --data CORPUS`")
+    whitening = scene_whitening_of(stats, parse_layer(layer, mae.num_layers))
+    if whiten_scene not in (True, False):
+        raise ValueError(f"whiten_scene must be true or false, got {whiten_scene!r}")
+    if whiten_scene and (whitening is None or not standardise):
+        raise ValueError(f"{model_file_path or 'the bundled checkpoint'} holds no scene whitening for "
+                         f"standardised layer {layer!r} embeddings; add it with `python -m encodecmae_hear "
+                         f"embedding-stats CHECKPOINT --data CORPUS --scene-dims 256` (layer: the "
+                         f"checkpoint's HEAR layer)")
     model = HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size,
-                      embedding_stats=stats if standardise else None, dtype=dtype)
+                      embedding_stats=stats if standardise else None, dtype=dtype,
+                      scene_whitening=whitening if whiten_scene else None)
     model.provenance = payload["provenance"]
     return model
+
+
+def scene_whitening_of(stats: dict | None, layer) -> dict | None:
+    """The scene whitening held in a checkpoint's embedding statistics, if it was
+    measured for this (parsed) layer option."""
+    if not stats or "scene_projection" not in stats or stats["scene_layer"] != layer:
+        return None
+    return {key: stats[key] for key in ("scene_layer", "scene_mean", "scene_projection")}
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
@@ -200,7 +241,8 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
-    """-> (n_sounds, E): the mean over time of the timestamp embeddings."""
+    """-> (n_sounds, E): the mean over time of the timestamp embeddings, whitened
+    (n_sounds, K) when the model whitens scene embeddings."""
     return model.embed(audio, scene=True)
 
 

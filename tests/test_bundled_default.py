@@ -120,6 +120,17 @@ def test_bundled_statistics_were_measured_on_the_pretraining_corpus(payload):
     assert measured["crops"] == 256 and measured["frames"] > 100 * measured["crops"]
 
 
+def test_bundled_scene_whitening_is_opt_in_and_from_the_corpus(payload):
+    whitening = payload["provenance"]["embedding_stats"]["scene_whitening"]
+    assert Path(whitening["data"]).name == "packed" and whitening["crops"] > 2000
+    assert whitening["layer"] == payload["provenance"]["hear_layer"]["layer"] == "input+concat"
+    assert payload["embedding_stats"]["scene_projection"].shape == (whitening["dims"], 5 * 256)
+    audio = torch.randn(2, 48000) * 0.1
+    plain, whitened = load_model(), load_model(whiten_scene=True)
+    assert not plain.whiten_scene and get_scene_embeddings(audio, plain).shape == (2, 5 * 256)
+    assert get_scene_embeddings(audio, whitened).shape == (2, 512)
+
+
 def test_model_card_matches_the_provenance(payload):
     card = CARD.read_text()
     prov, config = payload["provenance"], payload["config"]

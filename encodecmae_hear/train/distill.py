@@ -88,7 +88,7 @@ class TeacherTargets:
     def __init__(self, teacher, blocks, stats: dict | None = None, settings: dict | None = None):
         self.teacher = teacher.eval().requires_grad_(False)
         self.blocks = tuple(blocks)
-        self.stats = None if stats is None else {k: v.float() for k, v in stats.items()}
+        self.stats = None if stats is None else {k: stats[k].float() for k in ("mean", "std")}
         self.settings = dict(settings or {})
 
     def to(self, device):
