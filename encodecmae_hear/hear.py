@@ -41,7 +41,8 @@ class HearModel(nn.Module):
 
     def __init__(self, mae: nn.Module, sample_rate: int = 48000, layer="last",
                  chunk_batch_size: int = 16, embedding_stats: dict | None = None,
-                 dtype: str = "fp32", scene_whitening: dict | None = None):
+                 dtype: str = "fp32", scene_whitening: dict | None = None, whiten_power: float = 1.0,
+                 keep_plain_scene: bool = False):
         super().__init__()
         keep_freed_memory()  # allocator.py: no page faults from EnCodec's activations
         self.mae = mae.eval()
@@ -69,13 +70,18 @@ class HearModel(nn.Module):
                 raise ValueError(f"scene whitening was measured on standardised layer "
                                  f"{scene_whitening['scene_layer']!r} embeddings; this model gives "
                                  f"{'standardised' if self.standardise else 'raw'} layer {self.layer!r}")
-            projection = scene_whitening["scene_projection"].float()
+            if not 0 <= whiten_power <= 1:
+                raise ValueError(f"whiten_power must be in [0, 1], got {whiten_power!r}")
+            # rows are axis / std: scaled by std^(1 - power) they become axis / std^power
+            projection = scene_whitening["scene_projection"].double()
+            projection = (projection * projection.norm(dim=1, keepdim=True) ** (whiten_power - 1)).float()
             if projection.shape[1] != width:
                 raise ValueError(f"scene whitening expects {projection.shape[1]}-d scene embeddings, "
                                  f"layer {self.layer!r} gives {width}")
             self.register_buffer("scene_mean", scene_whitening["scene_mean"].float().clone())
             self.register_buffer("scene_projection", projection.clone())
-            self.scene_embedding_size = projection.shape[0]
+            self.keep_plain_scene = bool(keep_plain_scene)
+            self.scene_embedding_size = projection.shape[0] + (width if keep_plain_scene else 0)
         self.provenance: dict = {}  # what the checkpoint says of itself (load_model fills it)
         self.eval()
 
@@ -166,7 +172,10 @@ class HearModel(nn.Module):
         if not scene:
             return out
         out /= frames
-        return (out - self.scene_mean) @ self.scene_projection.T if self.whiten_scene else out
+        if not self.whiten_scene:
+            return out
+        whitened = (out - self.scene_mean) @ self.scene_projection.T
+        return torch.cat([out, whitened], dim=1) if self.keep_plain_scene else whitened
 
 
 def parse_layer(layer, num_layers: int):
@@ -185,7 +194,7 @@ def parse_layer(layer, num_layers: int):
 
 def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
                chunk_batch_size: int = 16, standardise=None, dtype: str = "fp32",
-               whiten_scene: bool = False) -> HearModel:
+               whiten_scene: bool = False, whiten_power: float = 1.0) -> HearModel:
     """HEAR entry point. "" loads the bundled checkpoint; options come from heareval's
     `--model-options` JSON, e.g. '{"layer": "mean", "sample_rate": 16000}'. Without a
     `layer`, the checkpoint's recommended one (provenance "hear_layer", set by `bundle
@@ -195,7 +204,9 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
     float32): faster on GPUs and on CPUs with bf16 matrix units, slower on others.
     `whiten_scene` true whitens the scene embeddings with the scene whitening the
     checkpoint holds for this layer option (docs/EVALUATE.md: it lifts pitch-like detail
-    and costs timbre, so it is off unless asked for)."""
+    and costs timbre, so it is off unless asked for); "concat" gives the plain scene mean
+    and the whitened one side by side. `whiten_power` a in [0, 1] scales each principal
+    axis by std^-a: 1 whitens fully, 0 only projects."""
     mae, payload = load_checkpoint(model_file_path)
     if layer is None:
         layer = payload.get("provenance", {}).get("hear_layer", {}).get("layer", "last")
@@ -209,16 +220,17 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
         raise ValueError(f"{name} holds no embedding statistics to standardise with; add them "
                          f"with `python -m encodecmae_hear embedding-stats CHECKPOINT --data CORPUS`")
     whitening = scene_whitening_of(stats, parse_layer(layer, mae.num_layers))
-    if whiten_scene not in (True, False):
-        raise ValueError(f"whiten_scene must be true or false, got {whiten_scene!r}")
+    if whiten_scene not in (True, False, "concat"):
+        raise ValueError(f"whiten_scene must be true, false or \"concat\", got {whiten_scene!r}")
     if whiten_scene and (whitening is None or not standardise):
         raise ValueError(f"{model_file_path or 'the bundled checkpoint'} holds no scene whitening for "
                          f"standardised layer {layer!r} embeddings; add it with `python -m encodecmae_hear "
-                         f"embedding-stats CHECKPOINT --data CORPUS --scene-dims 256` (layer: the "
+                         f"embedding-stats CHECKPOINT --data CORPUS --scene-dims 512` (layer: the "
                          f"checkpoint's HEAR layer)")
     model = HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size,
                       embedding_stats=stats if standardise else None, dtype=dtype,
-                      scene_whitening=whitening if whiten_scene else None)
+                      scene_whitening=whitening if whiten_scene else None, whiten_power=whiten_power,
+                      keep_plain_scene=whiten_scene == "concat")
     model.provenance = payload["provenance"]
     return model
 

@@ -108,6 +108,26 @@ def test_pitch_class_task_is_deterministic_and_seeded(monkeypatch, tmp_path):
     assert sorted(vt.instrument_folds(15, seed=1)) == sorted(FOLDS * 3)
 
 
+def test_instrument_task_labels_the_same_notes_by_instrument_with_pitch_class_folds(pitch_task, monkeypatch,
+                                                                                 tmp_path):
+    monkeypatch.setattr(vt.midi, "render", fake_render)
+    pitch, _ = pitch_task
+    task = vt.instrument_task(tmp_path / "sf.sf3", tmp_path, seed=0, sr=16000)
+    found, vocab = check_scene_task(task, 1.0)
+    assert len(found) == 180 and len(vocab) == 15
+    pitch_folds = {}
+    for (split, name), label in found.items():
+        pc, instrument, _ = name[:-4].split("-")
+        assert label == instrument
+        pitch_folds.setdefault(pc, set()).add(split)
+    assert all(len(splits) == 1 for splits in pitch_folds.values())  # pitch-class-disjoint folds
+    assert sorted(len([pc for pc, s in pitch_folds.items() if split in s]) for split in FOLDS) == [2, 2, 2, 3, 3]
+    assert class_counts(task) == {instrument: 12 for instrument in vocab}
+    same = {name: (split, task / "16000" / split / name) for split, name in found}
+    for (split, name) in list(targets(pitch))[:20]:  # the very notes of the pitch task
+        assert sf.read(str(pitch / "16000" / split / name))[0].tolist() == sf.read(str(same[name][1]))[0].tolist()
+
+
 def write_fake_corpus(corpus, words, sr=16000):
     """ktuberling-data words per language ({language: count}) in a faked manifest."""
     rows, rng = [], np.random.default_rng(0)
@@ -147,5 +167,5 @@ def test_build_needs_a_built_corpus(tmp_path):
 
 def test_valid_suite_shares_no_task_with_the_proof():
     valid = [t.folder for t in load_suite("valid")]
-    assert valid == ["valid_pitch_class", "valid_spoken_language"]
+    assert valid == ["valid_pitch_class", "valid_instrument", "valid_spoken_language"]
     assert not set(valid) & {t.folder for t in load_suite("proof")}

@@ -60,13 +60,36 @@ def test_whitening_is_the_stored_projection_of_the_plain_scene_mean(whitened):
     torch.testing.assert_close(get_scene_embeddings(audio, whitened_model), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_whiten_power_scales_each_axis_by_a_power_of_its_std(whitened):
+    path, clips = whitened
+    full = scenes_of(clips, load_model(str(path), whiten_scene=True)).double()
+    stats = read_checkpoint(path)["embedding_stats"]
+    std = 1 / stats["scene_projection"].double().norm(dim=1)  # each row is axis / std
+    for power in (0.0, 0.5):
+        partial = scenes_of(clips, load_model(str(path), whiten_scene=True, whiten_power=power)).double()
+        torch.testing.assert_close(partial, full * std ** (1 - power), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(partial.std(0), std ** (1 - power), atol=1e-4, rtol=1e-3)
+    with pytest.raises(ValueError, match=r"whiten_power must be in \[0, 1\]"):
+        load_model(str(path), whiten_scene=True, whiten_power=1.5)
+
+
+def test_concat_gives_the_plain_scene_mean_then_the_whitened_one(whitened):
+    path, clips = whitened
+    both = load_model(str(path), whiten_scene="concat", whiten_power=0.5)
+    assert both.scene_embedding_size == 64 * (both.mae.num_layers + 1) + 6
+    joined = scenes_of(clips, both)
+    torch.testing.assert_close(joined[:, :-6], scenes_of(clips, load_model(str(path))), atol=1e-5, rtol=1e-5)
+    partial = scenes_of(clips, load_model(str(path), whiten_scene=True, whiten_power=0.5))
+    torch.testing.assert_close(joined[:, -6:], partial, atol=1e-5, rtol=1e-5)
+
+
 def test_other_layers_and_raw_embeddings_are_not_whitened(whitened):
     path, _ = whitened
     with pytest.raises(ValueError, match="no scene whitening.*--scene-dims"):
         load_model(str(path), layer="last", whiten_scene=True)
     with pytest.raises(ValueError, match="no scene whitening"):
         load_model(str(path), standardise=False, whiten_scene=True)
-    with pytest.raises(ValueError, match="whiten_scene must be"):
+    with pytest.raises(ValueError, match="whiten_scene must be true, false or"):
         load_model(str(path), whiten_scene="yes")
 
 

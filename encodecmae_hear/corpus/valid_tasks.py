@@ -10,6 +10,9 @@ Both suites come from corpus sources pretraining never saw, but never share a cl
   General soundfont; every program plays every pitch class once, octaves 3-5 (C4 = MIDI
   60) dealt evenly. The five folds are instrument-disjoint (3 programs each), so a
   probe has to generalise pitch to timbres it was not trained on.
+* valid_instrument (music): the same clips labelled by instrument (15 classes), the
+  five folds pitch-class-disjoint, so a probe has to generalise timbre to notes it was
+  not trained on.
 * valid_spoken_language (speech): which language a recorded ktuberling-data word is
   spoken in, for the SPOKEN_LANGUAGES languages ranked after the ones the proof's
   spoken-language task takes (most words first, ties by name): other languages, other
@@ -52,7 +55,8 @@ def midi_pitch(pitch_class: int, octave: int) -> int:
 
 
 def instrument_folds(n_instruments: int, seed: int) -> list[str]:
-    """A fold for each instrument: a seeded order cut into len(FOLDS) equal runs."""
+    """A fold for each instrument (or pitch class): a seeded order cut into len(FOLDS)
+    runs as equal as they can be."""
     order = np.random.default_rng(seed).permutation(n_instruments)
     folds = [""] * n_instruments
     for position, instrument in enumerate(order):
@@ -60,10 +64,10 @@ def instrument_folds(n_instruments: int, seed: int) -> list[str]:
     return folds
 
 
-def pitch_class_task(soundfont: Path, out: Path, seed: int, seconds: float = 1.0,
-                     sr: int = 48000, programs=PITCH_PROGRAMS) -> Path:
-    """len(programs) x 12 clips of one note each, folds by instrument; one fluidsynth run,
-    a channel per program, one note every `spacing` seconds."""
+def note_clips(soundfont: Path, seed: int, seconds: float, sr: int, programs) -> list[dict]:
+    """len(programs) x 12 clips of one note each, {"name", "pitch_class", "program",
+    "instrument_fold", "audio"}; one fluidsynth run, a channel per program, one note every
+    `spacing` seconds."""
     if len(programs) > len(MELODIC_CHANNELS):
         raise ValueError(f"at most {len(MELODIC_CHANNELS)} programs, got {len(programs)}")
     rng = np.random.default_rng(seed)
@@ -77,13 +81,32 @@ def pitch_class_task(soundfont: Path, out: Path, seed: int, seconds: float = 1.0
         for pc, (octave, velocity) in enumerate(zip(octaves, velocities)):
             pitch = midi_pitch(pc, int(octave))
             notes.append((len(clips) * spacing + onset, duration, channel, pitch, int(velocity)))
-            clips.append({"name": f"{PITCH_CLASSES[pc]}-{name}-p{pitch}",
-                          "label": PITCH_CLASSES[pc], "split": fold})
+            clips.append({"name": f"{PITCH_CLASSES[pc]}-{name}-p{pitch}", "pitch_class": PITCH_CLASSES[pc],
+                          "program": name, "instrument_fold": fold})
     audio = midi.render(notes, dict(zip(MELODIC_CHANNELS, (p for p, _ in programs))), soundfont, sr)
     step = int(spacing * sr)
     for k, clip in enumerate(clips):
         clip["audio"] = audio[k * step:k * step + int(seconds * sr)]
+    return clips
+
+
+def pitch_class_task(soundfont: Path, out: Path, seed: int, seconds: float = 1.0,
+                     sr: int = 48000, programs=PITCH_PROGRAMS) -> Path:
+    """Pitch class of each note clip, folds by instrument."""
+    clips = [{"name": c["name"], "label": c["pitch_class"], "split": c["instrument_fold"], "audio": c["audio"]}
+             for c in note_clips(soundfont, seed, seconds, sr, programs)]
     return ht.write_task(out, "valid_pitch_class", clips, seconds, sr, version=VERSION)
+
+
+def instrument_task(soundfont: Path, out: Path, seed: int, seconds: float = 1.0,
+                    sr: int = 48000, programs=PITCH_PROGRAMS) -> Path:
+    """The same note clips labelled by instrument (GM program), folds by pitch class: a
+    timbre task whose test notes are pitch classes the training never heard."""
+    folds = instrument_folds(len(PITCH_CLASSES), seed + 1)  # the same dealing, over pitch classes
+    fold_of = dict(zip(PITCH_CLASSES, folds))
+    clips = [{"name": c["name"], "label": c["program"], "split": fold_of[c["pitch_class"]], "audio": c["audio"]}
+             for c in note_clips(soundfont, seed, seconds, sr, programs)]
+    return ht.write_task(out, "valid_instrument", clips, seconds, sr, version=VERSION)
 
 
 def spoken_language_task(corpus: Path, out: Path, seed: int, per_class: int = 60,
@@ -115,7 +138,8 @@ def build_all(corpus: Path, out: Path, seed: int = 0) -> list[Path]:
     package, rel = SOUNDFONTS["heldout"]
     soundfont = corpus / "cache" / "pkgs" / package / rel
     check_inputs(corpus, soundfont)
-    return [pitch_class_task(soundfont, out, seed), spoken_language_task(corpus, out, seed)]
+    return [pitch_class_task(soundfont, out, seed), instrument_task(soundfont, out, seed),
+            spoken_language_task(corpus, out, seed)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

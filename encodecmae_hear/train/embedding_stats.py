@@ -12,7 +12,7 @@ checkpoint's HEAR layer option (or --scene-layer), on --scene-crops corpus crops
 --scene-seconds; --scene-only keeps the statistics the checkpoint already holds.
 
     python -m encodecmae_hear embedding-stats checkpoints/default.pt --data ../corpus/packed
-    python -m encodecmae_hear embedding-stats checkpoints/default.pt --data ../corpus/packed --scene-dims 256
+    python -m encodecmae_hear embedding-stats checkpoints/default.pt --data ../corpus/packed --scene-dims 512
 """
 from __future__ import annotations
 
@@ -87,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     mae = model_from_payload(payload, args.checkpoint)
     input_sha = files.sha256_of(args.checkpoint)
     if args.scene_only:
-        if payload["embedding_stats"] is None or not args.scene_dims:
-            raise UserError(f"--scene-only adds scene whitening (--scene-dims K) to the embedding statistics "
-                            f"a checkpoint holds; {args.checkpoint} holds "
-                            f"{'none' if payload['embedding_stats'] is None else 'some'}, --scene-dims "
-                            f"{args.scene_dims}")
+        if not args.scene_dims:
+            raise UserError("--scene-only adds scene whitening: give the axes to keep with --scene-dims K")
+        if payload["embedding_stats"] is None:
+            raise UserError(f"--scene-only keeps the embedding statistics a checkpoint holds, and "
+                            f"{args.checkpoint} holds none: run without --scene-only")
         stats = payload["embedding_stats"]
         payload["embedding_stats"] = {"mean": stats["mean"], "std": stats["std"]}
         record = dict(payload["provenance"].get("embedding_stats", {}))

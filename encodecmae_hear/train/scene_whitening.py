@@ -1,13 +1,15 @@
 """Scene whitening: principal axes of a model's scene embeddings on pretraining audio,
-stored beside the embedding statistics, so that `get_scene_embeddings` hands out the
-scene mean projected on its top axes, each axis scaled to unit variance.
+stored beside the embedding statistics, so that `get_scene_embeddings` can hand out
+(option `whiten_scene`) the scene mean projected on its top axes, each axis scaled to
+unit variance.
 
-Why (docs/EVALUATE.md, "Why heareval scores below a linear probe"): in the scene mean of
-the standardised `input+concat` embedding, a few directions carry most of the variance
-and the fine detail (pitch, for one) sits in weak ones. A standardised linear probe still
-finds that detail; heareval's downstream MLP, trained on ~100 clips, mostly does not.
-Whitened on the corpus, the weak directions come up to the strong ones' scale. The axes
-come from corpus crops, never from a task.
+Why (docs/EVALUATE.md, "Why heareval scores below a probe, and scene whitening"): in the
+scene mean of the standardised `input+concat` embedding, a few directions carry most of
+the variance and the fine detail (pitch, for one) sits in weak ones. A standardised
+linear probe still finds that detail; heareval's downstream MLP, trained on ~100 clips,
+mostly does not. Whitened on the corpus, the weak directions come up to the strong
+ones' scale (and timbre, which lives in the strong ones, loses). The axes come from
+corpus crops, never from a task.
 """
 from __future__ import annotations
 
