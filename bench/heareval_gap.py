@@ -5,7 +5,7 @@ runner wrote it (`make hear-embed`, then RUNS/<label>/embeddings/<module>/<task>
 Each *variant* is a copy of that folder with the scene embeddings transformed; each is
 scored twice on heareval's own folds (test fold k, validation fold k+1, train the rest):
 
-- heareval: the real `heareval.predictions.runner` (through `compat`), its grid pinned to
+- heareval: the real `heareval.predictions.runner` (through `compat`), its grid pinned
   by the task's `task_specific_param_grid` (hidden layers, learning rate; the seed picks
   the initialisation), so each learning rate of heareval's grid is seen on its own;
 - probe: standardised logistic regression (sklearn), fitted on the train folds only.
