@@ -222,6 +222,8 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
     whitening = scene_whitening_of(stats, parse_layer(layer, mae.num_layers))
     if whiten_scene not in (True, False, "concat"):
         raise ValueError(f"whiten_scene must be true, false or \"concat\", got {whiten_scene!r}")
+    if whiten_power != 1.0 and not whiten_scene:
+        raise ValueError(f"whiten_power {whiten_power!r} acts only with whiten_scene true or \"concat\"")
     if whiten_scene and (whitening is None or not standardise):
         raise ValueError(f"{model_file_path or 'the bundled checkpoint'} holds no scene whitening for "
                          f"standardised layer {layer!r} embeddings; add it with `python -m encodecmae_hear "

@@ -71,6 +71,8 @@ def test_whiten_power_scales_each_axis_by_a_power_of_its_std(whitened):
         torch.testing.assert_close(partial.std(0), std ** (1 - power), atol=1e-4, rtol=1e-3)
     with pytest.raises(ValueError, match=r"whiten_power must be in \[0, 1\]"):
         load_model(str(path), whiten_scene=True, whiten_power=1.5)
+    with pytest.raises(ValueError, match="acts only with whiten_scene"):
+        load_model(str(path), whiten_power=0.5)
 
 
 def test_concat_gives_the_plain_scene_mean_then_the_whitened_one(whitened):
