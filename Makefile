@@ -187,7 +187,8 @@ DEFAULT_RUN ?= runs/default$(if $(TEACHERS),-$(subst $(comma),-,$(TEACHERS)))
 DEFAULT_LAYER_REASON = chosen on the held-out tasks themselves (there is no separate validation suite): 5-fold logistic-regression probe of the 4,400-step model on the four k-fold scene tasks, input+concat 80.6, concat 80.4, last 77.8 (%); heareval runs of every variant: README, section 'The bundled default model'
 HARDWARE    ?= unknown
 # Scene whitening (docs/EVALUATE.md, "Why heareval scores below a probe"): 512 axes of the
-# scene embeddings of 2,048 corpus crops of 1 s, chosen on the validation suite.
+# scene embeddings of 2,048 corpus crops of 1 s, chosen on the validation suite; stored in
+# the checkpoint, used only with the HEAR option {"whiten_scene": true}.
 SCENE_DIMS      ?= 512
 SCENE_WHITENING = --scene-dims $(SCENE_DIMS) --scene-crops 2048 --scene-seconds 1
 SEED_ARGS ?=
@@ -226,8 +227,7 @@ PROOF = TASKS_DIR=$(TASKS) SUITE=proof RUNS=runs/proof SEEDS=3 GRID_POINTS=1
 prove-default: $(STAMP)
 	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS)
 	$(PY) -m encodecmae_hear init --preset mini --frontend mel256 -o runs/random-mini.pt
-	$(PY) -m encodecmae_hear embedding-stats runs/random-mini.pt --data $(CORPUS)/packed \
-	    $(SCENE_WHITENING) --scene-layer input+concat
+	$(PY) -m encodecmae_hear embedding-stats runs/random-mini.pt --data $(CORPUS)/packed
 	$(MAKE) hear $(PROOF) MODEL=checkpoints/default.pt LABEL=default
 	$(MAKE) hear $(PROOF) MODEL=runs/random-mini.pt LABEL=random-mini OPTIONS='{"layer": "input+concat"}'
 	$(MAKE) hear $(PROOF) MODULE=encodecmae_hear.evaluate.naive_baseline LABEL=naive
