@@ -62,15 +62,15 @@ def read_folds(task: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str, 
 def corpus_scene_stats(checkpoint: str, corpus: str, seconds: float, crops: int) -> tuple:
     """Mean and std of the scene embeddings of `crops` corpus crops of `seconds`."""
     import torch
-    import torchaudio
 
     from encodecmae_hear import get_scene_embeddings, load_model
+    from encodecmae_hear.audio import resample
     from encodecmae_hear.model.config import SAMPLE_RATE
     from encodecmae_hear.train.data import open_source
 
     model = load_model(checkpoint)
     wavs = [w[:n] for w, n in open_source(corpus, 0, seconds).sample(crops, 0) if n == len(w)]
-    audio = torchaudio.functional.resample(torch.stack(wavs), SAMPLE_RATE, model.sample_rate)
+    audio = resample(torch.stack(wavs), SAMPLE_RATE, model.sample_rate)
     scenes = torch.cat([get_scene_embeddings(part, model) for part in audio.split(32)]).numpy()
     print(f"corpus scene statistics: {len(wavs)} crops of {seconds:g} s from {corpus}")
     mean = scenes.mean(0)

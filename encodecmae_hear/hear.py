@@ -27,7 +27,7 @@ from torch import nn
 
 from encodecmae_hear.allocator import keep_freed_memory
 from encodecmae_hear.audio import Chunker, check_audio, load_audio, num_frames
-from encodecmae_hear.checkpoint import load_checkpoint
+from encodecmae_hear.checkpoint import SCENE_WHITENING_KEYS, load_checkpoint
 from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
 
 LAYER_CHOICES = ("last", "mean", "concat", "input+concat")
@@ -242,7 +242,7 @@ def scene_whitening_of(stats: dict | None, layer) -> dict | None:
     measured for this (parsed) layer option."""
     if not stats or "scene_projection" not in stats or stats["scene_layer"] != layer:
         return None
-    return {key: stats[key] for key in ("scene_layer", "scene_mean", "scene_projection")}
+    return {key: stats[key] for key in SCENE_WHITENING_KEYS}
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
