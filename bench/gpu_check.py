@@ -2,7 +2,7 @@
 
     python bench/gpu_check.py [--out DIR] [--data SHARDS] [--budget 420] [--cpu-smoke]
 
-Three stages, each under its own time budget and in its own subprocess, so that a
+Four stages, each under its own time budget and in its own subprocess, so that a
 crash, an out-of-memory or a hang in one keeps the figures of the others; results.json
 and summary.md are rewritten (atomically) after every stage:
 
@@ -15,11 +15,15 @@ and summary.md are rewritten (atomically) after every stage:
    two Transformer stacks (as `pretrain --compile`); the step of the train loop
    (forward, mel-kmeans targets of 512 clusters, loss, backward, clipping, AdamW),
    timed after warm-up steps on a batch already on the device (no data loading).
-3. train_run: the bundled default's recipe (bench/gpu_stages.py RECIPE, the Makefile's
+3. train_run: the bundled default's recipe (bench/gpu_runs.py RECIPE, the Makefile's
    DEFAULT_PRETRAIN) through `python -m encodecmae_hear pretrain` on --data (e.g. the
    packed corpus' tar shards, `make corpus`) or else on generated audio; stopped with
    SIGTERM when its budget ends (the loop saves a checkpoint), then released with
    `bundle --half` as OUT/train_run/model.pt beside its metrics.jsonl and train.log.
+4. distill_run: the mobile student (`python -m encodecmae_hear distill`, the bundled
+   default as teacher, batch 64) at the widths mobile-quarter and mobile-tiny side by
+   side, on the same data, stopped and released the same way as
+   OUT/distill_run/<width>/model.pt.
 
 Unused time of a stage goes to the next. Output folder: --out, else $OUT, else
 runs/gpu-check. Without CUDA, or with --cpu-smoke, the same stages run at toy sizes
@@ -42,12 +46,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench import gpu_stages  # noqa: E402
+from bench import gpu_runs, gpu_stages  # noqa: E402
 from bench.gpu_summary import summary  # noqa: E402
 from encodecmae_hear import files  # noqa: E402
 from encodecmae_hear.train.provenance import git_commit  # noqa: E402
 
-STAGES = ("embed", "train_speed", "train_run")
+STAGES = ("embed", "train_speed", "train_run", "distill_run")
+TRAINING_RUNS = ("train_run", "distill_run")  # in this process, through bench/gpu_runs.py
 
 
 def save(out: Path, results: dict) -> None:
@@ -62,7 +67,7 @@ def child_stage(name: str, out: Path, smoke: bool, allotted: float) -> dict:
     stage_file.unlink(missing_ok=True)
     command = [sys.executable, __file__, "--stage", name, "--stage-file", str(stage_file),
                "--deadline", str(time.time() + allotted), *(["--cpu-smoke"] if smoke else [])]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with open(out / "logs" / f"{name}.log", "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                 start_new_session=True)
@@ -78,7 +83,7 @@ def child_stage(name: str, out: Path, smoke: bool, allotted: float) -> dict:
         record["error"] = f"killed after {allotted + 10:.0f} s"
     elif returncode != 0:
         record["status"] = "failed"
-        record["error"] = gpu_stages.tail(out / "logs" / f"{name}.log")
+        record["error"] = gpu_runs.tail(out / "logs" / f"{name}.log")
     return record
 
 
@@ -101,10 +106,10 @@ def run_all(args) -> dict:
         start = time.perf_counter()
         print(f"gpu-check: {name} (up to {allotted:.0f} s) ...", flush=True)
         try:
-            if name == "train_run":
+            if name in TRAINING_RUNS:
                 data = str(Path(args.data).resolve()) if args.data else None
-                record = gpu_stages.train_run(out, smoke, allotted, data, args.work,
-                                              results["machine"].get("device", "unknown"))
+                record = getattr(gpu_runs, name)(out, smoke, allotted, data, args.work,
+                                                 results["machine"].get("device", "unknown"))
             else:
                 record = child_stage(name, out, smoke, allotted)
         except Exception as err:  # a failing stage must not lose the others' figures
@@ -129,14 +134,16 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="output folder (default: $OUT, else runs/gpu-check)")
     parser.add_argument("--data", default=None,
-                        help="training data of stage 3 (e.g. the packed corpus' shards); "
+                        help="training data of stages 3 and 4 (e.g. the packed corpus' shards); "
                              "default: generated audio")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds for all stages (default: 420 on a GPU, 150 for --cpu-smoke)")
+                        help="seconds for all stages (default: 510 on a GPU, 150 for --cpu-smoke)")
     parser.add_argument("--cpu-smoke", action="store_true", help="toy sizes on CPU (automatic without CUDA)")
     parser.add_argument("--work", default=None,
-                        help="where stage 3's scratch folder goes (default: the system's temporary folder)")
-    parser.add_argument("--stage", choices=STAGES[:2], help=argparse.SUPPRESS)
+                        help="where the training runs' scratch folder goes "
+                             "(default: the system's temporary folder)")
+    parser.add_argument("--stage", choices=[s for s in STAGES if s not in TRAINING_RUNS],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--stage-file", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,8 +1,9 @@
-"""The three stages of bench/gpu_check.py and their sizes (GPU, and a CPU smoke run).
+"""The measuring stages of bench/gpu_check.py (embed, train_speed) and the sizes of all
+four stages (GPU, and a CPU smoke run).
 
 `run_stage` runs embed or train_speed in a child process and rewrites its stage file
-after every case, so that the parent keeps what was measured if the child dies;
-`train_run` drives the package's own `pretrain` and `bundle` commands.
+after every case, so that the parent keeps what was measured if the child dies; the two
+training runs (train_run, distill_run) are in bench/gpu_runs.py.
 """
 from __future__ import annotations
 
@@ -10,49 +11,46 @@ import contextlib
 import gc
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
 
 from bench.train import model_flops_per_sample, peak_flops
 from encodecmae_hear import files
 from encodecmae_hear.checkpoint import save_checkpoint
-from encodecmae_hear.cli import main as cli_main
 from encodecmae_hear.hear import get_timestamp_embeddings, load_model
 from encodecmae_hear.model.config import SAMPLE_RATE, preset
 from encodecmae_hear.model.mae import EncodecMAE
 from encodecmae_hear.train.objectives import FrontendFeatures, KMeansTargets
 
-ROOT = Path(__file__).resolve().parent.parent
-# The bundled default's recipe: the Makefile's DEFAULT_PRETRAIN (a test keeps the two equal).
-RECIPE = ("--preset", "mini", "--frontend", "mel256", "--batch-size", "16", "--targets", "mel-kmeans",
-          "--clusters", "512", "--lr", "5e-4", "--warmup-steps", "200", "--schedule", "cosine",
-          "--checkpoint-every", "200", "--log-every", "25")
-
-GPU = {"budget": 420,  # seconds; with start-up and the last stop, under 8 minutes
-       "embed": {"share": 0.18, "presets": ("small", "base"), "frontends": ("mel256", "encodec"),
+GPU = {"budget": 510,  # seconds; with start-up, the stops and the transfers, under 10 minutes
+       "embed": {"share": 0.12, "presets": ("small", "base"), "frontends": ("mel256", "encodec"),
                  "dtypes": ("fp32", "bf16"), "seconds": 60.0, "repeats": 3},
-       "train_speed": {"share": 0.42, "presets": ("small", "base"), "batch": 128, "crop": 4.0,
+       "train_speed": {"share": 0.26, "presets": ("small", "base"), "batch": 128, "crop": 4.0,
                        "compile": (False, True), "clusters": 512, "warmup": 3, "steps": 30, "max_s": 8.0},
-       "train_run": {"share": 0.40, "steps": 2400, "files": 48, "file_seconds": 20.0, "extra": ()}}
-# Later options win: the same recipe at toy size.
+       "train_run": {"share": 0.22, "steps": 2400, "files": 48, "file_seconds": 20.0, "extra": ()},
+       # the mobile student at GPU size: batch 64 (the CPU release: 16), both widths side by side
+       # steps: what 6 data-loader processes a run decode in the stage's time (about 4 steps/s
+       # at 22 ms a 4 s crop of opus), so that the cosine schedule ends near the stop
+       "distill_run": {"share": 0.40, "presets": ("mobile-quarter", "mobile-tiny"), "steps": 800,
+                       "files": 48, "file_seconds": 20.0,
+                       "extra": ("--batch-size", "64", "--warmup-steps", "100", "--workers", "6")}}
+# Later options win: the same recipes at toy size.
 SMOKE = {"budget": 150,
-         "embed": {**GPU["embed"], "share": 0.3, "presets": ("tiny",), "frontends": ("mel256",),
+         "embed": {**GPU["embed"], "share": 0.25, "presets": ("tiny",), "frontends": ("mel256",),
                    "seconds": 2.0, "repeats": 1},
-         "train_speed": {**GPU["train_speed"], "share": 0.3, "presets": ("tiny",), "batch": 4, "crop": 1.0,
+         "train_speed": {**GPU["train_speed"], "share": 0.25, "presets": ("tiny",), "batch": 4, "crop": 1.0,
                          "compile": (False,), "clusters": 16, "warmup": 1, "steps": 2, "max_s": 5.0},
-         "train_run": {"share": 0.4, "steps": 3, "files": 6, "file_seconds": 2.0,
+         "train_run": {"share": 0.25, "steps": 3, "files": 6, "file_seconds": 2.0,
                        "extra": ("--preset", "tiny", "--batch-size", "4", "--clusters", "16",
                                  "--kmeans-clips", "6", "--crop-seconds", "1", "--warmup-steps", "1",
-                                 "--log-every", "1", "--workers", "0")}}
+                                 "--log-every", "1", "--workers", "0")},
+         "distill_run": {"share": 0.25, "presets": ("mobile-tiny",), "steps": 3, "files": 6,
+                         "file_seconds": 2.0,
+                         "extra": ("--batch-size", "4", "--crop-seconds", "1", "--warmup-steps", "1",
+                                   "--log-every", "1", "--workers", "0")}}
 
 
 def sync(device: torch.device) -> None:
@@ -207,92 +205,3 @@ def speed_case(case: dict, device: torch.device, deadline: float, sizes: dict) -
         peak, _ = peak_flops(device)
         out["mfu"] = round(rate * flops / peak, 3) if math.isfinite(peak) else None
     return out
-
-
-# --- 3. A real training run --------------------------------------------------------------
-
-def generated_audio(folder: Path, count: int, seconds: float) -> Path:
-    """`count` files of tone mixtures with noise (24 kHz mono), for want of a corpus."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        x = sum(np.sin(2 * np.pi * f * t + rng.random() * 6.28) for f in 100 + 3000 * rng.random(3)) / 6
-        x = x * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.2, 3) * t)) + 0.02 * rng.standard_normal(t.size)
-        sf.write(folder / f"{i:03d}.wav", x.astype(np.float32), SAMPLE_RATE)
-    return folder
-
-
-def train_run(out: Path, smoke: bool, allotted: float, data: str | None, work: str | None,
-              hardware: str) -> dict:
-    """`pretrain` with the recipe until its steps or the budget (SIGTERM: the loop saves
-    and stops), then `bundle --half`; its figures from metrics.jsonl."""
-    sizes = (SMOKE if smoke else GPU)["train_run"]
-    deadline = time.time() + allotted - (15 if smoke else 30)  # leaves time to stop and bundle
-    folder = out / "train_run"
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryDirectory(dir=work) as scratch:
-        run_dir = Path(scratch) / "run"
-        if data is None:
-            data = str(generated_audio(Path(scratch) / "audio", sizes["files"], sizes["file_seconds"]))
-        command = [sys.executable, "-m", "encodecmae_hear", "pretrain", "--data", data,
-                   "--out", str(run_dir), *RECIPE, *sizes["extra"], "--steps", str(sizes["steps"])]
-        record = {"command": " ".join(command[1:]), "data": data,
-                  "generated_audio": data.startswith(scratch), "target_steps": sizes["steps"], "results": []}
-        start = time.time()
-        with open(folder / "pretrain.log", "w") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            while proc.poll() is None and time.time() < deadline:
-                time.sleep(1)
-            record["stopped_by_budget"] = proc.poll() is None
-            if record["stopped_by_budget"]:
-                proc.send_signal(signal.SIGTERM)  # the loop finishes its step, saves, exits 143
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        record.update(returncode=proc.returncode, wall_s=round(time.time() - start, 1))
-        for name in ("metrics.jsonl", "train.log", "manifest.jsonl"):
-            if (run_dir / name).is_file():
-                files.write_bytes(folder / name, (run_dir / name).read_bytes())
-        if proc.returncode not in (0, 143):
-            record["status"], record["error"] = "failed", tail(folder / "pretrain.log")
-        if list(run_dir.glob("step-*.pt")):  # in this process: one Python start-up less
-            with open(folder / "bundle.log", "w") as log, contextlib.redirect_stdout(log), \
-                    contextlib.redirect_stderr(log):
-                status = cli_main(["bundle", str(run_dir), "-o", str(folder / "model.pt"), "--half",
-                                   "--allow-unfinished", "--hardware", hardware])
-            if status != 0 and "status" not in record:
-                record["status"], record["error"] = "failed", tail(folder / "bundle.log")
-        elif "status" not in record:
-            record["status"], record["error"] = "failed", "no step checkpoint: stopped before the first step"
-    record["results"] = run_figures(folder / "metrics.jsonl", start)
-    if (folder / "model.pt").is_file():
-        record["checkpoint"] = "train_run/model.pt"
-        record["checkpoint_mb"] = round((folder / "model.pt").stat().st_size / 2**20, 2)
-    return record
-
-
-def tail(path: Path, lines: int = 6) -> str:
-    """The last lines of a log, joined into one (for results.json)."""
-    if not path.is_file():
-        return ""
-    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-
-
-def run_figures(metrics_file: Path, start: float) -> dict:
-    if not metrics_file.is_file():
-        return {}
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    if not rows:
-        return {}
-    rates = sorted(r["steps_per_s"] for r in rows)
-    last = rows[-1]
-    return {"steps": last["step"], "first_log_after_s": round(rows[0]["time"] - start, 1),
-            "steps_per_s_median": round(rates[len(rates) // 2], 3),
-            "samples_per_s_median": round(sorted(r["samples_per_s"] for r in rows)[len(rows) // 2], 1),
-            "loss_first": round(rows[0]["loss"], 4), "loss_last": round(last["loss"], 4),
-            "masked_accuracy_last": round(last.get("masked_accuracy", float("nan")), 4),
-            "audio_hours_seen": round(last["audio_hours_seen"], 3)}

@@ -70,4 +70,21 @@ def summary(results: dict) -> str:
             f"{figures['masked_accuracy_last']:.1%}.")
     if run.get("checkpoint"):
         lines.append(f"Checkpoint: `{run['checkpoint']}` ({run['checkpoint_mb']} MiB, float16).")
+    lines.append("")
+
+    distill = stages.get("distill_run", {})
+    lines += ["## 4. Student distillation runs (the bundled default as teacher)\n", _status(distill)]
+    if distill.get("results"):
+        data = "generated audio" if distill.get("generated_audio") else distill.get("data")
+        lines += [f"On {data}; target {distill['target_steps']} steps each, side by side.\n",
+                  "| student | steps | stopped by budget | steps/s | samples/s | audio h | loss first -> last "
+                  "| cosine to teacher | MiB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in distill["results"]:
+            f = r.get("figures") or {}
+            loss = f"{f['loss_first']} -> {f['loss_last']}" if f else ""
+            lines.append(f"| {r['preset']} | {_cell(f.get('steps'))} | {r.get('stopped_by_budget')} | "
+                         f"{_cell(f.get('steps_per_s_median'))} | {_cell(f.get('samples_per_s_median'))} | "
+                         f"{_cell(f.get('audio_hours_seen'))} | {loss} | {_cell(f.get('cosine_last'))} | "
+                         f"{_cell(r.get('checkpoint_mb'))} |" + (f" {r['error']}" if "error" in r else ""))
     return "\n".join(lines) + "\n"

@@ -10,9 +10,12 @@ import sys
 import pytest
 import torch
 
-from bench import gpu_check, gpu_stages
+from bench import gpu_check, gpu_runs
+from encodecmae_hear import mobile_hear
 from encodecmae_hear.checkpoint import read_checkpoint
 from encodecmae_hear.hear import get_scene_embeddings, load_model
+from encodecmae_hear.files import sha256_of
+from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 from tests.train_helpers import ROOT, metrics
 
 
@@ -32,7 +35,7 @@ def test_cpu_smoke_writes_every_stage_into_out(smoke):
     assert results["mode"] == "cpu-smoke" and results["finished"]
     assert results["machine"]["device"] == "CPU" and results["machine"]["torch"] == torch.__version__
     assert {name: stage["status"] for name, stage in results["stages"].items()} == {
-        "embed": "ok", "train_speed": "ok", "train_run": "ok"}
+        "embed": "ok", "train_speed": "ok", "train_run": "ok", "distill_run": "ok"}
     assert sum(stage["seconds"] for stage in results["stages"].values()) < results["budget_s"]
 
     embed = results["stages"]["embed"]["results"]
@@ -52,10 +55,17 @@ def test_cpu_smoke_writes_every_stage_into_out(smoke):
     assert [r["step"] for r in metrics(out / "train_run")] == [1, 2, 3]
     assert run["results"]["loss_last"] == pytest.approx(metrics(out / "train_run")[-1]["loss"], abs=1e-4)
 
+    (student,) = results["stages"]["distill_run"]["results"]
+    assert student["preset"] == "mobile-tiny" and student["returncode"] == 0 and not student["stopped_by_budget"]
+    assert student["figures"]["steps"] == 3 and 0.0 < student["figures"]["cosine_last"] <= 1.0
+    assert [r["step"] for r in metrics(out / "distill_run" / "mobile-tiny")] == [1, 2, 3]
+
     summary = (out / "summary.md").read_text()
-    for heading in ("## 1. HEAR embedding speed", "## 2. Pretraining throughput", "## 3. Training run"):
+    for heading in ("## 1. HEAR embedding speed", "## 2. Pretraining throughput", "## 3. Training run",
+                    "## 4. Student distillation runs"):
         assert heading in summary
     assert "| tiny | mel256 | bf16 | 2 |" in summary and "3 of 3 steps on generated audio" in summary
+    assert "| mobile-tiny | 3 | False |" in summary
 
 
 def test_the_training_run_comes_back_as_a_small_loadable_release(smoke):
@@ -68,6 +78,18 @@ def test_the_training_run_comes_back_as_a_small_loadable_release(smoke):
     model = load_model(str(out / "train_run" / "model.pt"))
     assert get_scene_embeddings(torch.zeros(1, 48000), model).shape == (1, 64)
     assert not list(out.rglob("step-*.pt"))  # step checkpoints stay in the scratch folder
+
+
+def test_the_student_runs_come_back_as_releases_that_name_their_teacher(smoke):
+    out, _ = smoke
+    path = out / "distill_run" / "mobile-tiny" / "model.pt"
+    payload = read_checkpoint(path)
+    assert payload["training"] == {} and payload["provenance"]["steps"] == 3
+    assert payload["provenance"]["distill"]["teacher_sha256"] == sha256_of(BUNDLED_CHECKPOINT)
+    assert all(t.dtype == torch.float16 for t in payload["model"].values() if t.is_floating_point())
+    model = mobile_hear.load_model(str(path))
+    embeddings, timestamps = mobile_hear.get_timestamp_embeddings(torch.zeros(1, 16000), model)
+    assert embeddings.shape[:2] == timestamps.shape == (1, 25)  # 25 frames/s
 
 
 def test_a_failing_stage_keeps_the_figures_of_the_others(tmp_path, monkeypatch):
@@ -84,8 +106,12 @@ def test_a_failing_stage_keeps_the_figures_of_the_others(tmp_path, monkeypatch):
         seen["hardware"] = hardware
         return {"status": "failed", "error": "no such file or folder", "results": {}}
 
+    def distill_run(out, smoke, allotted, data, work, hardware):
+        raise RuntimeError("teacher checkpoint missing")
+
     monkeypatch.setattr(gpu_check, "child_stage", child_stage)
-    monkeypatch.setattr(gpu_stages, "train_run", train_run)
+    monkeypatch.setattr(gpu_runs, "train_run", train_run)
+    monkeypatch.setattr(gpu_runs, "distill_run", distill_run)
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), "--cpu-smoke"])
     assert gpu_check.main() == 1
     results = json.loads((tmp_path / "results.json").read_text())
@@ -94,12 +120,13 @@ def test_a_failing_stage_keeps_the_figures_of_the_others(tmp_path, monkeypatch):
     assert stages["embed"]["results"][0]["rtf"] == 900.0
     assert stages["train_speed"]["status"] == "failed" and "out of memory" in stages["train_speed"]["error"]
     assert stages["train_run"]["status"] == "failed"
+    assert stages["distill_run"]["status"] == "failed" and "teacher" in stages["distill_run"]["error"]
     assert results["machine"]["device"] == seen["hardware"] == "Test GPU"
     assert "out of memory" in (tmp_path / "summary.md").read_text()
 
 
 def test_the_training_run_uses_the_recipe_of_the_bundled_default():
-    """RECIPE (bench/gpu_stages.py) against the Makefile's DEFAULT_PRETRAIN; --workers is
+    """RECIPE (bench/gpu_runs.py) against the Makefile's DEFAULT_PRETRAIN; --workers is
     left to the default there, which fits the machine."""
     makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
     line = next(row for row in makefile.splitlines() if row.startswith("DEFAULT_PRETRAIN ="))
@@ -110,5 +137,5 @@ def test_the_training_run_uses_the_recipe_of_the_bundled_default():
             *(w for w in shlex.split(variables["ARGS"]) if not w.startswith("$("))]  # TEACHERS=, SEED_ARGS=
     i = made.index("--workers")
     del made[i:i + 2]
-    recipe = list(gpu_stages.RECIPE)
+    recipe = list(gpu_runs.RECIPE)
     assert sorted(zip(recipe[::2], recipe[1::2])) == sorted(zip(made[::2], made[1::2]))
