@@ -52,8 +52,11 @@ def generated_audio(folder: Path, count: int, seconds: float) -> Path:
 
 
 def run_until(commands: list[list[str]], logs: list[Path], deadline: float) -> list[dict]:
-    """Starts every command at once; each one still running at the deadline gets SIGTERM."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    """Starts every command at once, as training processes sharing the node's CPUs
+    (LOCAL_WORLD_SIZE, as torchrun says it); each one still running at the deadline gets
+    SIGTERM."""
+    env = {**os.environ, "LOCAL_WORLD_SIZE": str(len(commands)),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.time()
     with contextlib.ExitStack() as stack:
         procs = [subprocess.Popen(command, stdout=stack.enter_context(open(log, "w")),

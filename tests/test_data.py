@@ -148,3 +148,15 @@ def test_two_ranks_read_their_own_shards_crops_of_their_sources_and_survive_a_da
         read[rank] = set(names)
     assert not read[0] & read[1]  # no file is read by both ranks
     assert read[0] | read[1] == set().union(*packed[:3])
+
+
+def test_cpu_shares_of_loaders_and_the_gpu_training_process(monkeypatch):
+    """16 CPUs, two training processes on the node: 8 each, 7 loaders by default; a GPU
+    process keeps only the cores its loaders leave, at least one."""
+    from encodecmae_hear.train import data
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert data.cpus_per_process() == 8
+    assert data.default_workers() == 7
+    assert data.gpu_process_threads(6) == 2
+    assert data.gpu_process_threads(12) == 1

@@ -139,3 +139,33 @@ def test_the_training_run_uses_the_recipe_of_the_bundled_default():
     del made[i:i + 2]
     recipe = list(gpu_runs.RECIPE)
     assert sorted(zip(recipe[::2], recipe[1::2])) == sorted(zip(made[::2], made[1::2]))
+
+
+def test_stages_runs_only_those_named_sharing_the_budget(tmp_path, monkeypatch):
+    ran = {}
+
+    def child_stage(name, out, smoke, allotted):
+        ran[name] = allotted
+        return {"device": "Test GPU", "results": []}
+
+    def training_run(name):
+        def run(out, smoke, allotted, data, work, hardware):
+            ran[name] = allotted
+            return {"results": {}}
+        return run
+
+    monkeypatch.setattr(gpu_check, "child_stage", child_stage)
+    monkeypatch.setattr(gpu_runs, "train_run", training_run("train_run"))
+    monkeypatch.setattr(gpu_runs, "distill_run", training_run("distill_run"))
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), "--cpu-smoke",
+                                      "--stages", "distill_run,train_run", "--budget", "100"])
+    assert gpu_check.main() == 0
+    assert list(ran) == ["train_run", "distill_run"]  # in the check's own order
+    assert ran["train_run"] == pytest.approx(50, abs=1)  # equal shares in the smoke sizes
+    stages = json.loads((tmp_path / "results.json").read_text())["stages"]
+    assert stages["embed"]["status"] == stages["train_speed"]["status"] == "not run"
+
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), "--stages", "embed,warp"])
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main()
+    assert exit_info.value.code == 2

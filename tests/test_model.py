@@ -71,13 +71,26 @@ def test_frame_counts(tiny_encodec, seconds, ec_frames, mel_frames):
     assert MelFrontend.num_frames(wav.shape[1]) == mel_frames
 
 
-def test_mel_frontend_normalisation():
+def test_mel_frontend_is_kaldi_fbank_of_each_waveform_normalised():
+    """The batched frontend against torchaudio's Kaldi fbank, one waveform at a time
+    (the reference's call): noise, a quiet one, half silence, a tone; also under autocast."""
     from torchaudio.compliance.kaldi import fbank
-    wav = torch.randn(1, 24000) * 0.1
-    raw = fbank(wav, sample_frequency=24000, num_mel_bins=256, frame_length=26.56,
-                frame_shift=13.28, window_type="hanning", low_freq=20, high_freq=0,
-                htk_compat=True, use_energy=False, dither=0.0)
-    torch.testing.assert_close(MelFrontend()(wav)[0], (raw + 6.12) / 4.82)
+    torch.manual_seed(0)
+    wav = torch.randn(4, 24000) * 0.1
+    wav[1] *= 1e-3
+    wav[2, :12000] = 0
+    wav[3] = 0.5 * torch.sin(2 * torch.pi * 440 * torch.arange(24000) / 24000)
+    expected = torch.stack([fbank(w[None], sample_frequency=24000, num_mel_bins=256, frame_length=26.56,
+                                  frame_shift=13.28, window_type="hanning", low_freq=20, high_freq=0,
+                                  htk_compat=True, use_energy=False, dither=0.0)
+                            for w in wav])
+    expected = (expected + 6.12) / 4.82
+    torch.testing.assert_close(MelFrontend()(wav), expected, atol=1e-3, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = MelFrontend()(wav)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, expected, atol=1e-3, rtol=0)
+    assert MelFrontend().state_dict() == {}  # derived constants: no checkpoint keys
 
 
 def test_sinusoidal_positions():

@@ -308,16 +308,27 @@ def open_source(data, seed: int, crop_seconds: float = CHUNK_SECONDS):
     return ManifestSource(data if kind == "manifest" else scan([data])[0], seed, crop_seconds)
 
 
-def default_workers() -> int:
-    """Data-loader processes per training process: the CPUs this process may use, shared
-    by the training processes on this node (torchrun's LOCAL_WORLD_SIZE), less one for
-    the training process itself; at most MAX_WORKERS."""
+def cpus_per_process() -> int:
+    """The CPUs this process may use, shared by the training processes on this node
+    (torchrun's LOCAL_WORLD_SIZE)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # no sched_getaffinity outside Linux
         cpus = os.cpu_count() or 1
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(0, min(MAX_WORKERS, cpus // local - 1))
+    return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def default_workers() -> int:
+    """Data-loader processes per training process: its CPUs less one for the training
+    process itself; at most MAX_WORKERS."""
+    return max(0, min(MAX_WORKERS, cpus_per_process() - 1))
+
+
+def gpu_process_threads(workers: int) -> int:
+    """CPU threads for a training process that computes on a GPU: the CPUs its data-loader
+    processes leave. Its own CPU work is light (masks, batches), and more threads than
+    free cores spin against the loaders for the same cores."""
+    return max(1, cpus_per_process() - workers)
 
 
 def make_loader(source, micro: int, rank: int, world: int, seed: int, start: int,

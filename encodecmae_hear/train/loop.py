@@ -29,7 +29,7 @@ from tqdm import tqdm
 from encodecmae_hear import files
 from encodecmae_hear.checkpoint import save_checkpoint
 from encodecmae_hear.model.config import CHUNK_SECONDS, SAMPLE_RATE
-from encodecmae_hear.train.data import default_workers, make_loader
+from encodecmae_hear.train.data import default_workers, gpu_process_threads, make_loader
 from encodecmae_hear.train.state import checkpoint_path, prune_checkpoints, rng_state, set_rng_state
 
 
@@ -251,6 +251,8 @@ def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, token
                               else torch.float16, enabled=precision in ("bf16", "fp16"))
     batches = iter(make_loader(source, micro, proc.rank, proc.world, cfg.seed, step * accum,
                                cfg.workers, cfg.prefetch, pin_memory=proc.device.type == "cuda"))
+    if proc.device.type == "cuda":
+        torch.set_num_threads(gpu_process_threads(cfg.workers))
     crop_samples = int(cfg.crop_seconds * SAMPLE_RATE)
     stop = StopSignal()
     metrics_log = MetricsLog(run_dir, step, proc.main)
