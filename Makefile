@@ -22,7 +22,7 @@ help:
 	@echo "               DATA: a folder of audio, a manifest .jsonl or a folder of .tar shards"
 	@echo "make selftrain FROM=<pretrained ckpt> DATA= STEPS= BATCH=128 OUT= GPUS=1"
 	@echo "make bench-train  training throughput on this machine (prints figures)"
-	@echo "make gpu-check GPU figures in < 8 min: embedding speed, training speed, a short run (\$$OUT or runs/gpu-check)"
+	@echo "make gpu-check GPU figures in < 10 min: embedding speed, training speed, a short run, two students (\$$OUT or runs/gpu-check)"
 	@echo "make mobile-pretrain OBJECTIVE=cbow|skipgram|temporalgap MOBILE_PRESET=mobile-half DATA= OUT="
 	@echo "make distill   TEACHER=<ckpt, default bundled> STUDENT=mobile-quarter DATA= OUT=runs/student"
 	@echo "make mobile-models CORPUS=../corpus HARDWARE=: retrain the bundled checkpoints/mobile-*.pt (checkpoints/MOBILE.md)"
