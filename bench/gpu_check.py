@@ -26,8 +26,8 @@ and summary.md are rewritten (atomically) after every stage:
    OUT/distill_run/<width>/model.pt.
 
 Unused time of a stage goes to the next. --stages runs some of them (a rerun after a
-fix), the budget shared among those in proportion to their shares. Output folder: --out, else $OUT, else
-runs/gpu-check. Without CUDA, or with --cpu-smoke, the same stages run at toy sizes
+fix), the budget shared among those in proportion to their shares. Output folder:
+--out, else $OUT, else runs/gpu-check. Without CUDA, or with --cpu-smoke, the same stages run at toy sizes
 (tiny preset, seconds of audio, a few steps on CPU) in well under a minute: that is how
 the tests run this script.
 """
@@ -68,7 +68,8 @@ def child_stage(name: str, out: Path, smoke: bool, allotted: float) -> dict:
     stage_file.unlink(missing_ok=True)
     command = [sys.executable, __file__, "--stage", name, "--stage-file", str(stage_file),
                "--deadline", str(time.time() + allotted), *(["--cpu-smoke"] if smoke else [])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with open(out / "logs" / f"{name}.log", "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                 start_new_session=True)
@@ -101,7 +102,8 @@ def run_all(args) -> dict:
                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "finished": None, "machine": {"torch": torch.__version__, "cuda": torch.version.cuda,
                                              "cpus": os.cpu_count(), "git_commit": git_commit()},
-               "stages": {name: {"status": "pending" if name in chosen else "not run"} for name in STAGES}}
+               "stages": {name: {"status": "pending" if name in chosen else "not run"}
+                          for name in STAGES}}
     save(out, results)
     carry = 0.0
     for name in chosen:
@@ -164,7 +166,8 @@ def main() -> int:
         gpu_stages.run_stage(args.stage, Path(args.stage_file), args.deadline, args.cpu_smoke)
         return 0
     results = run_all(args)
-    return 0 if all(s["status"] in ("ok", "partial", "not run") for s in results["stages"].values()) else 1
+    finished = ("ok", "partial", "not run")
+    return 0 if all(s["status"] in finished for s in results["stages"].values()) else 1
 
 
 if __name__ == "__main__":

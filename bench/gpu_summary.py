@@ -77,8 +77,8 @@ def summary(results: dict) -> str:
     if distill.get("results"):
         data = "generated audio" if distill.get("generated_audio") else distill.get("data")
         lines += [f"On {data}; target {distill['target_steps']} steps each, side by side.\n",
-                  "| student | steps | stopped by budget | steps/s | samples/s | audio h | loss first -> last "
-                  "| cosine to teacher | MiB |",
+                  "| student | steps | stopped by budget | steps/s | samples/s | audio h "
+                  "| loss first -> last | cosine to teacher | MiB |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in distill["results"]:
             f = r.get("figures") or {}

@@ -56,7 +56,8 @@ def test_cpu_smoke_writes_every_stage_into_out(smoke):
     assert run["results"]["loss_last"] == pytest.approx(metrics(out / "train_run")[-1]["loss"], abs=1e-4)
 
     (student,) = results["stages"]["distill_run"]["results"]
-    assert student["preset"] == "mobile-tiny" and student["returncode"] == 0 and not student["stopped_by_budget"]
+    assert student["preset"] == "mobile-tiny" and student["returncode"] == 0
+    assert not student["stopped_by_budget"]
     assert student["figures"]["steps"] == 3 and 0.0 < student["figures"]["cosine_last"] <= 1.0
     assert [r["step"] for r in metrics(out / "distill_run" / "mobile-tiny")] == [1, 2, 3]
 

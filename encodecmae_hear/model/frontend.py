@@ -84,6 +84,8 @@ class MelFrontend(nn.Module):
 
     def __init__(self):
         super().__init__()
+        # high 0.0: up to Nyquist; VTLN off (warp factor 1.0, so its band edges 100 / -500 Hz,
+        # fbank's defaults, are unused)
         banks, _ = get_mel_banks(MEL_BINS, MEL_FFT, float(SAMPLE_RATE), MEL_LOW_HZ, 0.0, 100.0, -500.0, 1.0)
         # not in the state dict: derived constants, moved with the module
         self.register_buffer("mel_banks", F.pad(banks, (0, 1)).T.contiguous(), persistent=False)  # (513, 256)
