@@ -68,8 +68,7 @@ def child_stage(name: str, out: Path, smoke: bool, allotted: float) -> dict:
     stage_file.unlink(missing_ok=True)
     command = [sys.executable, __file__, "--stage", name, "--stage-file", str(stage_file),
                "--deadline", str(time.time() + allotted), *(["--cpu-smoke"] if smoke else [])]
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = gpu_runs.child_env()
     with open(out / "logs" / f"{name}.log", "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                 start_new_session=True)

@@ -51,12 +51,17 @@ def generated_audio(folder: Path, count: int, seconds: float) -> Path:
     return folder
 
 
+def child_env() -> dict:
+    """This process' environment with the checkout first on PYTHONPATH (what was on it
+    stays: packages installed beside the checkout, as on a bare GPU machine)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def run_until(commands: list[list[str]], logs: list[Path], deadline: float) -> list[dict]:
     """Starts every command at once, as training processes sharing the node's CPUs
     (LOCAL_WORLD_SIZE, as torchrun says it); each one still running at the deadline gets
     SIGTERM."""
-    env = {**os.environ, "LOCAL_WORLD_SIZE": str(len(commands)),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**child_env(), "LOCAL_WORLD_SIZE": str(len(commands))}
     start = time.time()
     with contextlib.ExitStack() as stack:
         procs = [subprocess.Popen(command, stdout=stack.enter_context(open(log, "w")),
