@@ -236,6 +236,7 @@ teacher-ablation-run: $(STAMP)
 	$(PY) -m encodecmae_hear embedding-stats $(DEFAULT_RUN)/release.pt --data $(CORPUS)/packed
 
 teacher-ablation-valid: $(STAMP)
+	@ls runs/ablation/*/release.pt >/dev/null 2>&1 || { echo "no runs/ablation/*/release.pt: run make teacher-ablation first"; exit 1; }
 	for m in runs/ablation/*/release.pt; do \
 	    $(MAKE) hear TASKS_DIR=$(VALID) SUITE=valid RUNS=runs/ablation-valid SEEDS=3 GRID_POINTS=1 \
 	        MODEL=$$m LABEL=$$(basename $$(dirname $$m)) || exit 1; \
