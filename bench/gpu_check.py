@@ -27,9 +27,9 @@ and summary.md are rewritten (atomically) after every stage:
 
 Unused time of a stage goes to the next. --stages runs some of them (a rerun after a
 fix), the budget shared among those in proportion to their shares. Output folder:
---out, else $OUT, else runs/gpu-check. Without CUDA, or with --cpu-smoke, the same stages run at toy sizes
-(tiny preset, seconds of audio, a few steps on CPU) in well under a minute: that is how
-the tests run this script.
+--out, else $OUT, else runs/gpu-check. Without CUDA, or with --cpu-smoke, the same
+stages run at toy sizes (tiny preset, seconds of audio, a few steps on CPU) in well
+under a minute: that is how the tests run this script.
 """
 from __future__ import annotations
 
