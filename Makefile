@@ -215,7 +215,8 @@ default-model: $(STAMP)
 # in runs/ablation/<teachers>-seed<N>, released as the default is (layer input+concat,
 # frame statistics) to release.pt there. Hours of CPU per run at 2,400 steps.
 # `make teacher-ablation-valid` scores every release.pt there on the validation suite
-# (runs/ablation-valid/; never the proof suite) and writes its table.
+# (runs/ablation-valid/; never the proof suite) and writes its tables: results.md, one
+# column per trained model, and by-recipe.md, mean ± std over training seeds per recipe.
 ABLATION       ?= mel crepe resemblyzer vad crepe,resemblyzer,vad
 ABLATION_STEPS ?= 2400
 ABLATION_LAYER_REASON = the bundled default's layer, so that the ablation compares like with like
@@ -241,6 +242,7 @@ teacher-ablation-valid: $(STAMP)
 	    $(MAKE) hear TASKS_DIR=$(VALID) SUITE=valid RUNS=runs/ablation-valid SEEDS=3 GRID_POINTS=1 \
 	        MODEL=$$m LABEL=$$(basename $$(dirname $$m)) || exit 1; \
 	done
+	$(PY) -m encodecmae_hear hear-table --runs runs/ablation-valid --suite valid --by-training-seed --stem by-recipe
 
 # The bundled model, the same architecture with random weights and hearbaseline.naive on
 # the held-out tasks plus the synthetic suite; table and plot in runs/proof/.

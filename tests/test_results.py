@@ -288,3 +288,34 @@ def test_hear_table_command(two_models, tmp_path, capsys):
     assert "unknown suite 'nope'" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert hear_table.run(parser.parse_args(["--runs", str(tmp_path / "empty")])) == 1
+
+
+def test_training_seeds_pool_into_one_row_per_recipe(tmp_path, capsys):
+    """Two models trained with seeds 1 and 2, each scored over heareval seeds 0 and 1, and
+    a label without a training seed: the recipe's cell is mean ± std over training seeds."""
+    run = tmp_path / "ablation"
+    scores = {("mel-seed1", 0): 0.50, ("mel-seed1", 1): 0.70,   # model mean 0.60
+              ("mel-seed2", 0): 0.80, ("mel-seed2", 1): 0.80,   # model mean 0.80
+              ("random", 0): 0.40, ("random", 1): 0.60}
+    for (label, seed), score in scores.items():
+        write_result(run, label, seed, ESC, kfold_scores([score - 0.01, score + 0.01]))
+        write_run(run, label, f"runs/{label}.pt")
+    out = tmp_path / "pooled"
+    assert main(["hear-table", "--runs", str(run), "--by-training-seed", "--out", str(out),
+                 "--stem", "pooled", "--no-plot"]) == 0
+    text = (out / "pooled.md").read_text()
+    assert "| Task | Metric | Best | mel | random |" in text      # first appearance order
+    # mel: mean(0.6, 0.8) = 0.7, sample std = sqrt(2 * 0.1^2 / 1) = 0.1414
+    assert "| ESC-50 | top1_acc | 96.60 (CED-base) | 70.00 ± 14.14 | 50.00 ± 14.14 |" in text
+    assert "Training seeds pooled" in text
+    assert "- `mel`: model `runs/mel-seed1.pt, runs/mel-seed2.pt`, options `{}`, seeds 1, 2" \
+        in text
+    with open(out / "pooled.csv", newline="") as file:
+        mel = next(r for r in csv.DictReader(file) if r["label"] == "mel" and r["task"] == "esc50")
+    assert [float(s) for s in mel["scores"].split()] == pytest.approx([0.6, 0.8])
+    assert "pooled.md" in capsys.readouterr().out
+
+    # without the flag every trained model keeps its own column
+    assert main(["hear-table", "--runs", str(run), "--out", str(tmp_path / "plain"),
+                 "--no-plot"]) == 0
+    assert "| mel-seed1 | mel-seed2 | random |" in (tmp_path / "plain" / "results.md").read_text()

@@ -27,15 +27,16 @@ def _split(rows: list[Row]) -> tuple[list[str], list[tuple[str, str]], dict, dic
     return labels, tasks, cells, overall
 
 
-def markdown(rows: list[Row]) -> str:
-    """Two Markdown tables (scores in %, normalised scores) and the list of runs."""
+def markdown(rows: list[Row], note: str = "") -> str:
+    """Two Markdown tables (scores in %, normalised scores) and the list of runs; ``note``
+    is a paragraph under the heading."""
     labels, tasks, cells, overall = _split(rows)
     seeds_of = {label: max((r.n_seeds for r in rows if r.label == label), default=0)
                 for label in labels}
     out = ["# HEAR results", "",
            "Primary test score in %: mean ± sample std over seeds (std 0 for one seed); "
            "(n=k) marks a task with fewer seeds than the label's others. "
-           "Best: leaderboard best where known.", ""]
+           "Best: leaderboard best where known.", ""] + ([note, ""] if note else [])
     out.append("| Task | Metric | Best | " + " | ".join(labels) + " |")
     out.append("|---|---|---|" + "---|" * len(labels))
     for task, title in tasks:
@@ -112,11 +113,13 @@ def to_csv(rows: list[Row]) -> str:
     return buffer.getvalue()
 
 
-def write_tables(rows: list[Row], out_dir: str | Path, stem: str = "results") -> dict[str, Path]:
-    """Write ``<stem>.md`` and ``<stem>.csv`` atomically. -> {"markdown": path, "csv": path}."""
+def write_tables(rows: list[Row], out_dir: str | Path, stem: str = "results",
+                 note: str = "") -> dict[str, Path]:
+    """Write ``<stem>.md`` (with ``note``) and ``<stem>.csv`` atomically.
+    -> {"markdown": path, "csv": path}."""
     out_dir = Path(out_dir)
     paths = {"markdown": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv"}
-    files.write_bytes(paths["markdown"], markdown(rows).encode())
+    files.write_bytes(paths["markdown"], markdown(rows, note).encode())
     files.write_bytes(paths["csv"], to_csv(rows).encode())
     return paths
 

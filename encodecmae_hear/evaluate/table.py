@@ -3,7 +3,8 @@
     python -m encodecmae_hear hear-table --runs runs/hear/base runs/hear/large --out table/
 
 Each RUN_DIR holds ``<label>/seed-<k>/<task_folder>/test.predicted-scores.json`` (see
-``results``); labels from several RUN_DIRs appear side by side.
+``results``); labels from several RUN_DIRs appear side by side. ``--by-training-seed``
+pools labels ``<recipe>-seed<N>`` into one row per recipe (see ``training_seeds``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from encodecmae_hear.errors import UserError
-from encodecmae_hear.evaluate import report, results, suites
+from encodecmae_hear.evaluate import report, results, suites, training_seeds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(hear18, paper6, all19, synthetic); default: every task found")
     parser.add_argument("--stem", default="results", help="file name stem of the outputs")
     parser.add_argument("--no-plot", action="store_true", help="write the tables only")
+    parser.add_argument("--by-training-seed", action="store_true",
+                        help="one row per recipe: labels <recipe>-seed<N> are models trained "
+                             "with seed N; each scores its mean over heareval seeds and the "
+                             "table gives mean ± std over training seeds")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         tasks = suites.load_suite(args.suite) if args.suite else None
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise UserError(str(err)) from None
+    note = ""
+    if args.by_training_seed:
+        records, note = training_seeds.pool(records), training_seeds.NOTE
     rows = results.summarise(records, tasks=tasks)
     if tasks is not None:
         found = {r.task for r in rows}
@@ -56,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print("hear-table: none of the results belong to the chosen suite", file=sys.stderr)
         return 1
     out = Path(args.out or args.runs[0])
-    paths = report.write_tables(rows, out, stem=args.stem)
+    paths = report.write_tables(rows, out, stem=args.stem, note=note)
     if not args.no_plot:
         paths["plot"] = report.plot(rows, out / f"{args.stem}.png")
-    print(report.markdown(rows))
+    print(report.markdown(rows, note))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
