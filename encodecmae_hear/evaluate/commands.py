@@ -68,9 +68,11 @@ def _hear(args: argparse.Namespace) -> int:
     tasks = runner.select(plan)
     status = runner.report("hear-embed", tasks, runner.embed(plan, tasks))
     status |= runner.report("hear-predict", tasks, runner.predict(plan, tasks))
-    options = argparse.Namespace(runs=[args.runs], out=args.out, suite=args.suite,
-                                 stem="results", no_plot=False)
-    status |= table.run(options)
+    table_parser = argparse.ArgumentParser()
+    table.add_arguments(table_parser)
+    status |= table.run(table_parser.parse_args(
+        ["--runs", str(args.runs)] + (["--out", str(args.out)] if args.out else [])
+        + (["--suite", args.suite] if args.suite else [])))
     print(f"hear: {len(tasks)} task(s) in {time.time() - start:.0f} s")
     return status
 
