@@ -213,7 +213,8 @@ default-model: $(STAMP)
 # The teacher ablation (issue 16): the default recipe's first stage (ABLATION_STEPS) with
 # mel-kmeans only, each teacher alone and all three, for training seeds 1..SEEDS; each run
 # in runs/ablation/<teachers>-seed<N>, released as the default is (layer input+concat,
-# frame statistics) to release.pt there. Hours of CPU per run at 2,400 steps.
+# frame statistics) to release.pt there. About 75 minutes a run at 2,400 steps on a
+# 2-core CPU (1.9 s a step; docs/TRAINING.md, "A second training seed").
 # `make teacher-ablation-valid` scores every release.pt there on the validation suite
 # (runs/ablation-valid/; never the proof suite) and writes its tables: results.md, one
 # column per trained model, and by-recipe.md, mean ± std over training seeds per recipe.
