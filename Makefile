@@ -185,10 +185,12 @@ TEACHER_WEIGHTS ?=
 # "Caching the teacher features"); runs with TEACHERS read them when the cache is there.
 # A run resumes as it started: TEACHER_CACHE= resumes one started without the cache.
 TEACHER_CACHE   ?= $(CORPUS)/teacher_cache
-# Only CREPE by default: it is the slow one (10-13 s a batch on the fly), and its frames are
-# local, so cached and on-the-fly features agree (cosine 0.98); GE2E and Silero VAD carry
-# state through a file (cosine 0.78 / 0.90 to the crop's own) and cost 0.3-0.6 s a batch.
-CACHED_TEACHERS ?= crepe
+# All three by default: on a 2-core CPU, GE2E and Silero VAD on the fly add 2.5-3 s to a
+# step of about 5 s, and caching them took 872 s for the 6 h corpus (CREPE: 1,895 s). CREPE's
+# frames are local, so its cached features equal the crop's (cosine 0.98); GE2E and VAD
+# carry state through a file, so cached they target the file's context (cosine 0.78 / 0.90
+# to the crop's own). CACHED_TEACHERS=crepe keeps them on the fly, on the crop.
+CACHED_TEACHERS ?= crepe,resemblyzer,vad
 TEACHER_ARGS = $(if $(TEACHERS),--teachers $(TEACHERS) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)) \
                $(if $(TEACHER_CACHE),$(if $(wildcard $(TEACHER_CACHE)/cache.json),--teacher-cache $(TEACHER_CACHE))))
 DEFAULT_RUN ?= runs/default$(if $(TEACHERS),-$(subst $(comma),-,$(TEACHERS)))
