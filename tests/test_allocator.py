@@ -7,8 +7,9 @@ from tests.train_helpers import ROOT
 
 _PROBE = """
 import ctypes, resource, sys, torch
+from encodecmae_hear.allocator import M_MMAP_THRESHOLD
 if sys.argv[1] == "pinned":  # glibc's starting mmap threshold, fixed: no dynamic raise
-    ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)
+    ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 from encodecmae_hear.model.config import preset
 from encodecmae_hear.model.mae import EncodecMAE
 torch.manual_seed(0)
