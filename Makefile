@@ -185,11 +185,9 @@ TEACHER_WEIGHTS ?=
 # "Caching the teacher features"); runs with TEACHERS read them when the cache is there.
 # A run resumes as it started: TEACHER_CACHE= resumes one started without the cache.
 TEACHER_CACHE   ?= $(CORPUS)/teacher_cache
-# All three by default: on a 2-core CPU, GE2E and Silero VAD on the fly add 2.5-3 s to a
-# step of about 5 s, and caching them took 872 s for the 6 h corpus (CREPE: 1,895 s). CREPE's
-# frames are local, so its cached features equal the crop's (cosine 0.98); GE2E and VAD
-# carry state through a file, so cached they target the file's context (cosine 0.78 / 0.90
-# to the crop's own). CACHED_TEACHERS=crepe keeps them on the fly, on the crop.
+# All three by default; cached, GE2E and VAD target the file's context rather than the
+# crop's, and CACHED_TEACHERS=crepe keeps them on the fly (docs/TRAINING.md, "Which
+# teachers to cache", has the costs and how far cached features differ).
 CACHED_TEACHERS ?= crepe,resemblyzer,vad
 TEACHER_ARGS = $(if $(TEACHERS),--teachers $(TEACHERS) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)) \
                $(if $(TEACHER_CACHE),$(if $(wildcard $(TEACHER_CACHE)/cache.json),--teacher-cache $(TEACHER_CACHE))))
@@ -215,8 +213,8 @@ default-model: $(STAMP)
 # The teacher ablation (issue 16): the default recipe's first stage (ABLATION_STEPS) with
 # mel-kmeans only, each teacher alone and all three, for training seeds 1..SEEDS; each run
 # in runs/ablation/<teachers>-seed<N>, released as the default is (layer input+concat,
-# frame statistics) to release.pt there. About 75 minutes a run at 2,400 steps on a
-# 2-core CPU (1.9 s a step; docs/TRAINING.md, "A second training seed").
+# frame statistics) to release.pt there. About 75-95 minutes a run at 2,400 steps on
+# a 2-core CPU (1.9-2.4 s a step; docs/TRAINING.md, "Each teacher alone, and all three").
 # `make teacher-ablation-valid` scores every release.pt there on the validation suite
 # (runs/ablation-valid/; never the proof suite) and writes its tables: results.md, one
 # column per trained model, and by-recipe.md, mean ± std over training seeds per recipe.
