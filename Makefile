@@ -213,9 +213,10 @@ default-model: $(STAMP)
 # The teacher ablation (issue 16): the default recipe's first stage (ABLATION_STEPS) with
 # mel-kmeans only, each teacher alone and all three, for training seeds 1..SEEDS; each run
 # in runs/ablation/<teachers>-seed<N>, released as the default is (layer input+concat,
-# frame statistics) to release.pt there. At 2,400 steps a run takes 75-95 minutes on a
-# 2-core Xeon (1.9-2.4 s a step) and 32-42 on a 2-core EPYC (0.8-1.0 s; docs/TRAINING.md,
-# "Each teacher alone, and all three" and "Seeds 2 and 3 on a fresh machine").
+# frame statistics) to release.pt there. At 2,400 steps a run should take about 75-95
+# minutes on a 2-core Xeon (1.9-2.4 s a step) and 32-42 on a 2-core EPYC (0.8-1.0 s),
+# scaled from 1,000-step runs (docs/TRAINING.md, "Each teacher alone, and all three" and
+# "Seeds 2 and 3 on a fresh machine").
 # `make teacher-ablation-valid` scores every release.pt there on the validation suite
 # (runs/ablation-valid/; never the proof suite) and writes its tables: results.md, one
 # column per trained model, and by-recipe.md, mean ± std over training seeds per recipe.
