@@ -1,5 +1,5 @@
-"""bench/gpu_check.py: the prepared GPU check, run here at its CPU smoke size; a failing
-stage keeps the others' figures; its training recipe is the Makefile's."""
+"""gpu_check: the prepared GPU check, run here at its CPU smoke size; a failing
+stage keeps the others' figures; its training recipe is recipes.mk's."""
 import json
 import os
 import re
@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from bench import gpu_check, gpu_runs
+from gpu_check import check as gpu_check
+from gpu_check import runs as gpu_runs
 from encodecmae_hear import mobile_hear
 from encodecmae_hear.checkpoint import read_checkpoint
 from encodecmae_hear.hear import get_scene_embeddings, load_model
@@ -24,7 +25,7 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "OUT": str(out)}
     # --budget: generous, so that a busy CI machine does not cut the run short
-    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--cpu-smoke", "--budget", "400"],
+    done = subprocess.run([sys.executable, "-m", "gpu_check", "--cpu-smoke", "--budget", "400"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return out, json.loads((out / "results.json").read_text())
@@ -127,9 +128,9 @@ def test_a_failing_stage_keeps_the_figures_of_the_others(tmp_path, monkeypatch):
 
 
 def test_the_training_run_uses_the_recipe_of_the_bundled_default():
-    """RECIPE (bench/gpu_runs.py) against the Makefile's DEFAULT_PRETRAIN; --workers is
+    """RECIPE (gpu_check/runs.py) against recipes.mk's DEFAULT_PRETRAIN; --workers is
     left to the default there, which fits the machine."""
-    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    makefile = (ROOT / "recipes.mk").read_text().replace("\\\n", " ")
     line = next(row for row in makefile.splitlines() if row.startswith("DEFAULT_PRETRAIN ="))
     words = shlex.split(line.split("=", 1)[1])
     variables = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z]+=.*", w))

@@ -7,8 +7,8 @@ on that one; the score is the mean test accuracy over the folds. It takes minute
 one CPU core where heareval takes 15-25 minutes per model, so it suits comparing training
 steps or layers; the scores to publish come from heareval (`make hear`).
 
-    python tools/fold_probe.py --tasks-dir ../heldout_tasks runs/default/model.pt runs/random-mini.pt
-    python tools/fold_probe.py checkpoints/default.pt --tasks-dir ../heldout_tasks --layers concat last 2
+    python studies/fold_probe.py --tasks-dir ../heldout_tasks runs/default/model.pt runs/random-mini.pt
+    python studies/fold_probe.py checkpoints/default.pt --tasks-dir ../heldout_tasks --layers concat last 2
 """
 from __future__ import annotations
 

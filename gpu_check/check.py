@@ -1,6 +1,6 @@
-"""The GPU figures in one prepared run (not a test): `make gpu-check`, or
+"""The GPU figures in one prepared run (not a test): `make gpu-check`, or, from the checkout,
 
-    python bench/gpu_check.py [--out DIR] [--data SHARDS] [--budget 510] [--stages a,b] [--cpu-smoke]
+    python -m gpu_check [--out DIR] [--data SHARDS] [--budget 510] [--stages a,b] [--cpu-smoke]
 
 Four stages, each under its own time budget and in its own subprocess, so that a
 crash, an out-of-memory or a hang in one keeps the figures of the others; results.json
@@ -15,7 +15,7 @@ and summary.md are rewritten (atomically) after every stage:
    two Transformer stacks (as `pretrain --compile`); the step of the train loop
    (forward, mel-kmeans targets of 512 clusters, loss, backward, clipping, AdamW),
    timed after warm-up steps on a batch already on the device (no data loading).
-3. train_run: the bundled default's recipe (bench/gpu_runs.py RECIPE, the Makefile's
+3. train_run: the bundled default's recipe (gpu_check/runs.py RECIPE, recipes.mk's
    DEFAULT_PRETRAIN) through `python -m encodecmae_hear pretrain` on --data (e.g. the
    packed corpus' tar shards, `make corpus`) or else on generated audio; stopped with
    SIGTERM when its budget ends (the loop saves a checkpoint), then released with
@@ -42,18 +42,18 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from encodecmae_hear import files
+from encodecmae_hear.train.provenance import git_commit
+from gpu_check import runs as gpu_runs
+from gpu_check import stages as gpu_stages
+from gpu_check.summary import summary
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from bench import gpu_runs, gpu_stages  # noqa: E402
-from bench.gpu_summary import summary  # noqa: E402
-from encodecmae_hear import files  # noqa: E402
-from encodecmae_hear.train.provenance import git_commit  # noqa: E402
 
 STAGES = ("embed", "train_speed", "train_run", "distill_run")
-TRAINING_RUNS = ("train_run", "distill_run")  # in this process, through bench/gpu_runs.py
+TRAINING_RUNS = ("train_run", "distill_run")  # in this process, through gpu_check/runs.py
 
 
 def save(out: Path, results: dict) -> None:
@@ -66,7 +66,7 @@ def child_stage(name: str, out: Path, smoke: bool, allotted: float) -> dict:
     file; a hang is killed at the end of the allotted time, what it wrote is kept."""
     stage_file = out / "logs" / f"{name}.json"
     stage_file.unlink(missing_ok=True)
-    command = [sys.executable, __file__, "--stage", name, "--stage-file", str(stage_file),
+    command = [sys.executable, "-m", "gpu_check", "--stage", name, "--stage-file", str(stage_file),
                "--deadline", str(time.time() + allotted), *(["--cpu-smoke"] if smoke else [])]
     env = gpu_runs.child_env()
     with open(out / "logs" / f"{name}.log", "w") as log:

@@ -1,4 +1,4 @@
-"""The two training runs of bench/gpu_check.py, through the package's own commands:
+"""The two training runs of the GPU check, through the package's own commands:
 
 - train_run: `pretrain` with the bundled default's recipe;
 - distill_run: `distill` of the mobile student from the bundled default, one run per
@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bench.gpu_stages import GPU, SMOKE
 from encodecmae_hear import files
 from encodecmae_hear.cli import main as cli_main
 from encodecmae_hear.model.config import SAMPLE_RATE
+from gpu_check.stages import GPU, SMOKE
 
 ROOT = Path(__file__).resolve().parent.parent
-# The bundled default's recipe: the Makefile's DEFAULT_PRETRAIN (a test keeps the two equal).
+# The bundled default's recipe: recipes.mk's DEFAULT_PRETRAIN (a test keeps the two equal).
 RECIPE = ("--preset", "mini", "--frontend", "mel256", "--batch-size", "16", "--targets", "mel-kmeans",
           "--clusters", "512", "--lr", "5e-4", "--warmup-steps", "200", "--schedule", "cosine",
           "--checkpoint-every", "200", "--log-every", "25")
-# The bundled student's recipe (Makefile MOBILE_RECIPE, checkpoints/MOBILE.md) less its
+# The bundled student's recipe (recipes.mk MOBILE_RECIPE, checkpoints/MOBILE.md) less its
 # batch, warm-up, workers and checkpoint interval, which the stage's sizes set for the device.
 STUDENT_RECIPE = ("--lr", "1e-3", "--schedule", "cosine", "--checkpoint-every", "250", "--log-every", "25")
 STOP_MARGIN_S = {True: 15, False: 30}  # smoke: time kept to stop the runs and bundle them

@@ -21,7 +21,7 @@ Variants (D = the embedding width, B = --block, one encoder block's width):
                  embeddings, each scaled to unit variance on the corpus (whitened)
   last, input    the last / first block alone (B dims: does the width matter?)
 
-    python bench/heareval_gap.py runs/valid/default/embeddings/encodecmae_hear/valid_pitch_class \\
+    python studies/heareval_gap.py runs/valid/default/embeddings/encodecmae_hear/valid_pitch_class \\
         --out runs/gap --lrs 1e-4 3.2e-3 --jobs 2
 """
 from __future__ import annotations

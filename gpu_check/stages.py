@@ -1,9 +1,9 @@
-"""The measuring stages of bench/gpu_check.py (embed, train_speed) and the sizes of all
+"""The measuring stages of the GPU check (embed, train_speed) and the sizes of all
 four stages (GPU, and a CPU smoke run).
 
 `run_stage` runs embed or train_speed in a child process and rewrites its stage file
 after every case, so that the parent keeps what was measured if the child dies; the two
-training runs (train_run, distill_run) are in bench/gpu_runs.py.
+training runs (train_run, distill_run) are in gpu_check/runs.py.
 """
 from __future__ import annotations
 

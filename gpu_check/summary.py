@@ -1,4 +1,4 @@
-"""summary.md of bench/gpu_check.py: its results.json as short Markdown tables."""
+"""summary.md of the GPU check (gpu_check/check.py): its results.json as short Markdown tables."""
 from __future__ import annotations
 
 
