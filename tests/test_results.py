@@ -215,7 +215,7 @@ def test_summarise_with_a_suite_and_the_bundled_leaderboard(two_models):
     assert [r.task for r in rows] == ["fsd50k", "esc50", OVERALL]   # paper6 order
     overall = rows[-1]
     assert overall.mean == pytest.approx((0.35 + 0.6) / 2) and overall.n_tasks == 2
-    assert rows[1].best == pytest.approx(0.966)                      # data/leaderboard.csv
+    assert rows[1].best == pytest.approx(0.966)                      # evaluate/leaderboard.csv
 
 
 def test_duplicate_results_are_an_error(two_models, tmp_path):

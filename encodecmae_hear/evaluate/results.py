@@ -14,7 +14,7 @@ task's primary score, the first entry of ``evaluation`` in ``task_metadata.json`
 
 Per task and label the table gives the primary test score as mean ± sample std
 (n - 1) over seeds (std 0 for one seed), the mean divided by the leaderboard best where
-one is known (``data/leaderboard.csv``), and per label an overall mean over the tasks
+one is known (``evaluate/leaderboard.csv``), and per label an overall mean over the tasks
 present for it. Scores stay fractions (0..1) in the data; tables and plots show %.
 """
 from __future__ import annotations
@@ -229,7 +229,7 @@ def collect(run_dir: str | Path) -> list[Record]:
 
 
 def load_leaderboard(path: str | Path | None = None) -> dict[str, Best]:
-    """task id -> leaderboard best (``data/leaderboard.csv`` unless ``path``)."""
+    """task id -> leaderboard best (``evaluate/leaderboard.csv`` unless ``path``)."""
     path = Path(path) if path else LEADERBOARD
     with open(path, newline="") as file:
         return {row["task"]: Best(row["task"], row["metric"], float(row["best"]),
@@ -256,7 +256,7 @@ def summarise(records: list[Record], tasks: list[TaskConfig] | None = None,
 
     ``tasks``: restrict to and order by these tasks (e.g. a suite); default: every task
     in ``records``, ordered by title. Labels keep their order of first appearance.
-    ``leaderboard`` default: the bundled ``data/leaderboard.csv``; {} for none.
+    ``leaderboard`` default: the bundled ``evaluate/leaderboard.csv``; {} for none.
     Rows come task by task (labels inside), then one OVERALL row per label.
     """
     leaderboard = load_leaderboard() if leaderboard is None else leaderboard

@@ -214,8 +214,8 @@ def add_common(parser, *, seeds: bool = False, predict: bool = False) -> None:
     parser.add_argument("--tasks-dir", default="tasks", metavar="DIR",
                         help="folder holding the HEAR task folders (esc50-v2.0.0-full, ...)")
     parser.add_argument("--suite", default=None,
-                        help="task selection from eval_configs/suites.json: hear18 (default), "
-                             "paper6, all19, synthetic")
+                        help=f"task selection from eval_configs/suites.json: {suites.suites_for_help()} "
+                             "(none given: the file's default)")
     parser.add_argument("--runs", default="runs/hear", metavar="RUN_DIR",
                         help="results folder; each model/options label gets a subfolder")
     parser.add_argument("--label", default="",

@@ -146,6 +146,14 @@ def default_suite() -> str:
     return _suites()[0]
 
 
+def suites_for_help() -> str:
+    """The suite names of suites.json for a --suite help line (never raises: help must print)."""
+    try:
+        return ", ".join(suite_names())
+    except (OSError, ValueError) as error:
+        return f"(suite list unreadable: {error})"
+
+
 def load_suite(name: str | None = None) -> list[TaskConfig]:
     """The tasks of a named suite (default: the file's ``default``, i.e. hear18), in order."""
     default, suites = _suites()

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the first RUN_DIR)")
     parser.add_argument("--suite", default=None,
                         help="restrict the table to this suite's tasks, in its order "
-                             "(hear18, paper6, all19, synthetic); default: every task found")
+                             f"({suites.suites_for_help()}); default: every task found")
     parser.add_argument("--stem", default="results", help="file name stem of the outputs")
     parser.add_argument("--no-plot", action="store_true", help="write the tables only")
     parser.add_argument("--by-training-seed", action="store_true",

@@ -82,7 +82,7 @@ class Objective(Protocol):
 
 
 class _MaskedCrossEntropy:
-    """Shared scoring: the model's weighted per-stream cross-entropy (loss.mae_loss)."""
+    """Shared scoring: the model's weighted per-stream cross-entropy (`mae_loss` above)."""
 
     stream_weights: tuple
     masked_weight: float
