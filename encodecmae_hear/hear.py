@@ -14,8 +14,18 @@ for the chosen layer option gives scene embeddings whitened on the corpus: the s
 mean projected on its principal axes, each scaled to unit variance (fewer dimensions
 than the timestamp embeddings, which stay as they are).
 
-Speed: the frontend always runs in fp32, the Transformer in fp32 or, with dtype "bf16",
-under bf16 autocast; outputs are float32. Windows go through in batches of
+Precision, the `dtype` option (outputs are float32 under every option):
+* "fp32": everything in float32.
+* "bf16": the Transformer under bf16 autocast; the EnCodec frontend in bf16 too (a
+  bfloat16 copy of its encoder) on CUDA and on CPUs with native bf16 (AVX-512 BF16 or
+  AMX), in fp32 elsewhere. The mel frontend stays fp32 (cheap, and its log needs the
+  range). On a CPU without bf16 units this is slower than fp32.
+* "int8" (CPU only): the encoder Transformer's Linear layers dynamic int8 (int8 weights
+  with a scale per output channel, activations quantised per call; model/precision.py),
+  the rest fp32, except the EnCodec frontend, in bf16 as under "bf16" where the CPU has
+  native bf16. The fastest option on CPU; per-layer frame cosine to fp32 >= 0.999 on the
+  bundled model and the official-format fixtures (tests/test_precision.py).
+Windows go through in batches of
 `chunk_batch_size`; on CPU in smaller ones, and the frontend window by window
 (`windows_per_batch`, `frontend_features`). Building a HearModel tunes glibc's allocator
 for the process (allocator.py).
@@ -29,9 +39,10 @@ from encodecmae_hear.allocator import keep_freed_memory
 from encodecmae_hear.audio import Chunker, check_audio, load_audio, num_frames
 from encodecmae_hear.checkpoint import SCENE_WHITENING_KEYS, load_checkpoint
 from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
+from encodecmae_hear.model.precision import bf16_encodec, cpu_has_bf16, int8_encoder
 
 LAYER_CHOICES = ("last", "mean", "concat", "input+concat")
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "int8")
 # Windows per batch on CPU, per thread (see windows_per_batch).
 CPU_WINDOWS_PER_THREAD = 1
 
@@ -45,16 +56,18 @@ class HearModel(nn.Module):
                  keep_plain_scene: bool = False):
         super().__init__()
         keep_freed_memory()  # allocator.py: no page faults from EnCodec's activations
-        self.mae = mae.eval()
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        self.compute_dtype = dtype
+        # int8: a copy with int8 encoder Linear layers, sharing every other tensor with `mae`
+        self.mae = (int8_encoder(mae) if dtype == "int8" else mae).eval()
+        self._bf16_frontend: tuple = ()  # (device, bf16 EnCodec encoder), made on first use
         self.chunker = Chunker(int(sample_rate))
         self.sample_rate = int(sample_rate)
         self.layer = parse_layer(layer, mae.num_layers)
         if int(chunk_batch_size) < 1:
             raise ValueError(f"chunk_batch_size must be >= 1, got {chunk_batch_size}")
         self.chunk_batch_size = int(chunk_batch_size)
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        self.compute_dtype = dtype
         self.with_input = self.layer == "input+concat"
         self.standardise = embedding_stats is not None
         if self.standardise:  # rows: encoder input, then each layer
@@ -113,19 +126,39 @@ class HearModel(nn.Module):
         return min(self.chunk_batch_size, CPU_WINDOWS_PER_THREAD * torch.get_num_threads())
 
     def frontend_features(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, 96000) at 24 kHz -> frontend features (B, T, F), in fp32 whatever the
-        autocast around; on CPU window by window, as EnCodec's convolutions are
-        memory-bound there (a small EnCodec model on 32 s, 2 threads: 6.5 s with the
-        frontend in batches of 8 windows, 4.6 s window by window)."""
+        """wav (B, 96000) at 24 kHz -> frontend features (B, T, F) in float32 whatever the
+        autocast around (computed in bf16 where `bf16_frontend` says so); on CPU window by
+        window, as EnCodec's convolutions are memory-bound there (a small EnCodec model
+        on 32 s, 2 threads: 6.5 s with the frontend in batches of 8 windows, 4.6 s window
+        by window)."""
         group = 1 if wav.device.type == "cpu" else wav.shape[0]
-        with torch.autocast(wav.device.type, enabled=False):
-            return torch.cat([self.mae.frontend(w) for w in wav.split(group)])
+        frontend = self.mae.frontend
+        if self.bf16_frontend(wav.device):
+            encoder = self.bf16_encoder(wav.device)
+            frontend = lambda w: encoder(w[:, None, :].to(torch.bfloat16)).float().transpose(1, 2)  # noqa: E731
+        with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
+            return torch.cat([frontend(w) for w in wav.split(group)])
+
+    def bf16_frontend(self, device: torch.device) -> bool:
+        """Whether the EnCodec frontend runs in bf16: under "bf16" and "int8", on CUDA or
+        on a CPU with native bf16 (a small model's EnCodec frontend, 2 threads of an
+        AVX-512 BF16 CPU: 1.6-1.9x faster, latent cosine to fp32 0.99999)."""
+        return (self.compute_dtype != "fp32" and self.mae.config.frontend == "encodec"
+                and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())))
+
+    def bf16_encoder(self, device: torch.device) -> nn.Module:
+        if not self._bf16_frontend or self._bf16_frontend[0] != device:
+            self._bf16_frontend = (device, bf16_encodec(self.mae.frontend.encoder).to(device))
+        return self._bf16_frontend[1]
 
     @torch.no_grad()
     def encode_windows(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """wav (B, 96000) windows at 24 kHz holding `lengths` (B,) samples of audio ->
         one float32 (B, T, D) block per encoder layer (led by the encoder input with
         "input+concat"), standardised if the model standardises."""
+        if self.compute_dtype == "int8" and wav.device.type != "cpu":
+            raise ValueError(f"dtype \"int8\" runs on CPU only (dynamic int8 Linear layers); "
+                             f"the model is on {wav.device}: use \"bf16\" there")
         features = self.frontend_features(wav)
         with torch.autocast(wav.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == "bf16"):
             layers = self.mae.encode_features(features, lengths, with_input=self.with_input)
@@ -200,8 +233,10 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
     `layer`, the checkpoint's recommended one (provenance "hear_layer", set by `bundle
     --hear-layer`) is used, else the last layer. `standardise` (default: whether the
     checkpoint holds embedding statistics) standardises the embeddings with them.
-    `dtype` "bf16" runs the Transformer under bf16 autocast (frontend and outputs stay
-    float32): faster on GPUs and on CPUs with bf16 matrix units, slower on others.
+    `dtype`: "fp32", "bf16" or "int8" (CPU), see the module's docstring: "bf16" runs the
+    Transformer under bf16 autocast and the EnCodec frontend in bf16 where the hardware
+    has bf16 (faster on GPUs and on CPUs with bf16 units, slower on others); "int8" runs
+    the encoder's Linear layers in dynamic int8 on CPU. Outputs stay float32.
     `whiten_scene` true whitens the scene embeddings with the scene whitening the
     checkpoint holds for this layer option (docs/EVALUATE.md: it lifts pitch-like detail
     and costs timbre, so it is off unless asked for); "concat" gives the plain scene mean

@@ -324,24 +324,27 @@ def test_bf16_is_close_to_fp32_and_returns_float32(model_name, request):
     assert cos.min() > 0.9995
 
 
-def test_bf16_keeps_the_frontend_in_fp32(tiny_encodec):
+def test_an_outer_autocast_leaves_the_fp32_frontend_in_fp32(tiny_encodec):
+    """The frontend's precision is the dtype option's (tests/test_precision.py), not that
+    of an autocast around the call."""
     chunk = tone_mix(4.0, 24000, seed=10)
     with torch.no_grad():
         plain = tiny_encodec.frontend(chunk)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            features = HearModel(tiny_encodec, dtype="bf16").frontend_features(chunk)
+            features = HearModel(tiny_encodec, dtype="fp32").frontend_features(chunk)
     assert features.dtype == torch.float32 and torch.equal(features, plain)
 
 
 def test_bad_dtype_is_refused_with_the_choices(tiny_mel):
     for bad in ("fp16", "float32", torch.bfloat16, None):
-        with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16'\)"):
+        with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16', 'int8'\)"):
             HearModel(tiny_mel, dtype=bad)
 
 
 def test_dtype_option_reaches_the_model_through_load_model(tiny_checkpoint):
     assert load_model(str(tiny_checkpoint)).compute_dtype == "fp32"
     assert load_model(str(tiny_checkpoint), dtype="bf16").compute_dtype == "bf16"
+    assert load_model(str(tiny_checkpoint), dtype="int8").compute_dtype == "int8"
     with pytest.raises(ValueError, match="dtype must be one of"):
         load_model(str(tiny_checkpoint), dtype="half")
 

@@ -63,8 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu, cuda or cuda:N; None: cuda if available. Under torchrun "
                              "cuda means cuda:LOCAL_RANK")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32",
-                        help="dtype option of load_model: bf16 runs the Transformer under bf16 "
-                             "autocast (the frontend and the outputs stay float32)")
+                        help="dtype option of load_model (the outputs stay float32): bf16 runs "
+                             "the Transformer under bf16 autocast, and the EnCodec frontend in bf16 "
+                             "where the hardware has it; int8 (CPU) the encoder's Linear layers "
+                             "in dynamic int8")
 
 
 def pick_device(name: str | None, local_rank: int) -> torch.device:
