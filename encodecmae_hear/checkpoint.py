@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -117,11 +118,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to load: it holds Python objects beyond tensors and plain "
-            f"data (weights_only=True), which could run code ({_one_line(err, 200)})") from None
+        raise CheckpointError(_refusal(path, err)) from None
     except Exception as err:  # torch raises many kinds on damaged files
         raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or corrupt?): "
                               f"{_one_line(err, 200)}") from None
@@ -142,6 +143,27 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
     return payload
+
+
+PICKLE_OR_ZIP = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def _refusal(path: Path, err: Exception) -> str:
+    """Why torch's weights_only loader refused a file, in words that do not mislead: a
+    file that is not a PyTorch file at all (an ONNX model, text, ...) is said to be
+    that; only a pickle that names Python objects is said to be able to run code."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(PICKLE_OR_ZIP):
+        onnx = " (an ONNX model? those load with encodecmae_hear.mobile_hear.load_model)" \
+            if path.suffix.lower() == ".onnx" else ""
+        return (f"{path}: not a PyTorch checkpoint file: it starts with bytes {head!r}, not a "
+                f"zip archive or a pickle{onnx}")
+    said = " ".join(str(err).split())
+    detail = said[said.find("Trying to load"):].split(". ")[0][:200] if "Trying to load" in said \
+        else "unsupported content"
+    return (f"{path}: refused to load: it holds Python objects beyond tensors and plain data "
+            f"(weights_only=True), which could run code; nothing in it was run ({detail})")
 
 
 def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> None:

@@ -4,13 +4,18 @@ Each command is a module (or an object in one, `module:name`) with
 ``add_arguments(parser)`` and ``run(args) -> int``. It is imported only when its command
 runs, so ``--help`` stays fast and importing the package stays free of side effects.
 A user error (`UserError`, including unreadable checkpoints, or a missing file) ends
-the command with a one-line message and exit status 2; anything else is a bug and
-keeps its traceback.
+the command with a one-line message `COMMAND: error: ...` and exit status 2, and so do
+bad arguments and a place the command cannot read or write (a missing, read-only, full
+or file-blocked path: `place_error`). Ctrl-C ends it in one line with status 130; a closed
+output pipe (`info | head`) ends it quietly with status 141, as it ends other tools.
+Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from encodecmae_hear.errors import UserError
@@ -44,8 +49,47 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments end as every user error does: `COMMAND: error: ...`, status 2."""
+
+    def __init__(self, *args, command: str = "encodecmae_hear", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.command = command
+
+    def error(self, message: str):
+        self.exit(2, f"{self.command}: error: {' '.join(message.split())} (see --help)\n")
+
+
+# errno -> what the user can do, for errors about a place on disk
+PLACE_HINTS = {
+    errno.ENOENT: "no such file or folder",
+    errno.EACCES: "check its permissions, or choose another place",
+    errno.EPERM: "the system refuses it (permissions, an immutable file?); choose another place",
+    errno.EROFS: "it is on a read-only file system; choose another place",
+    errno.ENOSPC: "the disk is full; free some space, or choose another place",
+    errno.EDQUOT: "the disk quota is used up; free some space, or choose another place",
+    errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+    errno.EEXIST: "a file stands where a folder is needed; choose another path",
+    errno.EISDIR: "a folder stands where a file is needed; choose another path",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.ELOOP: "too many levels of symbolic links",
+    errno.EIO: "an input/output error (a failing disk or network file system?)",
+}
+
+
+def place_error(err: OSError) -> str | None:
+    """One line for an OSError about a place on disk the user controls, else None."""
+    if err.errno not in PLACE_HINTS or err.filename is None:
+        return None
+    from encodecmae_hear.files import shown  # here: files imports torch, --help stays fast
+
+    hint = PLACE_HINTS[err.errno]
+    said = err.strerror or ""
+    return f"{shown(err.filename)}: {said}" + (f"; {hint}" if hint.lower() != said.lower() else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m encodecmae_hear",
         description="EnCodecMAE: pretraining, HEAR embeddings and evaluation. "
                     "`python -m encodecmae_hear COMMAND --help` explains a command.",
@@ -65,6 +109,31 @@ def load_command(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv[0] if argv and argv[0] in COMMANDS else "encodecmae_hear"
+    try:
+        return _run(argv)
+    except UserError as err:
+        print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # stdout was closed by the reader (`| head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the final flush cannot fail again
+        return 141
+    except OSError as err:
+        said = place_error(err) or (str(err) if isinstance(err, FileNotFoundError) else None)
+        if said is None:
+            raise
+        print(f"{name}: error: {' '.join(said.split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    finally:
+        if "encodecmae_hear.files" in sys.modules:  # folders this command claimed
+            sys.modules["encodecmae_hear.files"].release_all_folders()
+
+
+def _run(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         parser = build_parser()
         parser.parse_args(argv)  # --help, or an unknown command (exit 2)
@@ -72,13 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = argv[0]
     command = load_command(name)
-    parser = argparse.ArgumentParser(prog=f"python -m encodecmae_hear {name}",
-                                     description=COMMANDS[name][1],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog=f"python -m encodecmae_hear {name}", command=name,
+                           description=COMMANDS[name][1],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     command.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    try:
-        return int(command.run(args) or 0)
-    except (UserError, FileNotFoundError) as err:
-        print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    return int(command.run(args) or 0)

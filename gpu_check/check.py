@@ -2,25 +2,29 @@
 
     python -m gpu_check [--out DIR] [--data SHARDS] [--budget 510] [--stages a,b] [--cpu-smoke]
 
-Four stages, each under its own time budget and in its own subprocess, so that a
+Five stages, each under its own time budget and in its own subprocess, so that a
 crash, an out-of-memory or a hang in one keeps the figures of the others; results.json
 and summary.md are rewritten (atomically) after every stage:
 
 1. embed: HEAR embedding speed (real-time factor) of small and base, mel256 and encodec
-   frontends, fp32 and bf16, on 60 s of audio through `load_model` +
-   `get_timestamp_embeddings` (bf16: torch.autocast around the call), with the cosine of
-   the bf16 embeddings to the fp32 ones. Untrained weights: speed does not depend on them.
-2. train_speed: pretraining optimizer steps/s, samples/s, MFU and peak GPU memory of small
+   frontends, fp32 and bf16, on 60 s of audio through `load_model(dtype=...)` +
+   `get_timestamp_embeddings`, with the cosine of the bf16 embeddings to the fp32 ones.
+   Untrained weights: speed does not depend on them.
+2. embed_files: the `embed` command end to end, 16 kHz WAV files on disk to .npy files
+   on disk, small and base (mel256, bf16): 1 s clips, 10 s clips and 10-minute files,
+   after a warm-up run; real-time factor with and without the model load, and MFU
+   (FLOPs of the window forward over the device's bf16 peak).
+3. train_speed: pretraining optimizer steps/s, samples/s, MFU and peak GPU memory of small
    and base at batch 128 x 4 s crops, bf16 autocast, eager and with torch.compile of the
    two Transformer stacks (as `pretrain --compile`); the step of the train loop
    (forward, mel-kmeans targets of 512 clusters, loss, backward, clipping, AdamW),
    timed after warm-up steps on a batch already on the device (no data loading).
-3. train_run: the bundled default's recipe (gpu_check/runs.py RECIPE, recipes.mk's
+4. train_run: the bundled default's recipe (gpu_check/runs.py RECIPE, recipes.mk's
    DEFAULT_PRETRAIN) through `python -m encodecmae_hear pretrain` on --data (e.g. the
    packed corpus' tar shards, `make corpus`) or else on generated audio; stopped with
    SIGTERM when its budget ends (the loop saves a checkpoint), then released with
    `bundle --half` as OUT/train_run/model.pt beside its metrics.jsonl and train.log.
-4. distill_run: the mobile student (`python -m encodecmae_hear distill`, the bundled
+5. distill_run: the mobile student (`python -m encodecmae_hear distill`, the bundled
    default as teacher, batch 64) at the widths mobile-quarter and mobile-tiny side by
    side, on the same data, stopped and released the same way as
    OUT/distill_run/<width>/model.pt.
@@ -52,7 +56,7 @@ from gpu_check.summary import summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STAGES = ("embed", "train_speed", "train_run", "distill_run")
+STAGES = ("embed", "embed_files", "train_speed", "train_run", "distill_run")
 TRAINING_RUNS = ("train_run", "distill_run")  # in this process, through gpu_check/runs.py
 
 
@@ -146,7 +150,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="output folder (default: $OUT, else runs/gpu-check)")
     parser.add_argument("--data", default=None,
-                        help="training data of stages 3 and 4 (e.g. the packed corpus' shards); "
+                        help="training data of stages 4 and 5 (e.g. the packed corpus' shards); "
                              "default: generated audio")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for all stages (default: 510 on a GPU, 150 for --cpu-smoke)")

@@ -24,22 +24,40 @@ def summary(results: dict) -> str:
 
     embed = stages["embed"]
     lines += ["## 1. HEAR embedding speed\n",
-              "`load_model` + `get_timestamp_embeddings` on one sound (untrained weights; bf16 = "
-              "torch.autocast around the call); RTF = audio seconds per second.\n", _status(embed)]
+              "`load_model(dtype=...)` + `get_timestamp_embeddings` on one sound (untrained "
+              "weights); RTF = audio seconds per second.\n", _status(embed)]
     if embed.get("results"):
         lines += ["| preset | frontend | dtype | audio s | RTF | s | cosine to fp32 (mean / min) "
                   "| peak GiB |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in embed["results"]:
-            cosine = (f"{r['cosine_to_fp32_mean']:.4f} / {r['cosine_to_fp32_min']:.4f}"
+            cosine = (f"{r['cosine_to_fp32_mean']:.6f} / {r['cosine_to_fp32_min']:.6f}"
                       if "cosine_to_fp32_mean" in r else "")
             lines.append(f"| {r['preset']} | {r['frontend']} | {r['dtype']} | {r['audio_s']:g} | "
                          f"{_cell(r.get('rtf'))} | {_cell(r.get('seconds'))} | {cosine} | "
                          f"{_cell(r.get('peak_memory_gb'))} |" + (f" {r['error']}" if "error" in r else ""))
         lines.append("")
 
+    on_disk = stages.get("embed_files", {})
+    lines += ["## 2. Embedding files to disk\n",
+              "`embed FOLDER --out OUT` on 16 kHz WAV files, timestamp embeddings written as "
+              ".npy (untrained weights), after a warm-up run. RTF end to end includes the model "
+              "load; steady RTF leaves it out; MFU: FLOPs of the window forward at the steady "
+              "rate over the device's peak.\n", _status(on_disk)]
+    if on_disk.get("results"):
+        lines += ["| preset | dtype | files | audio s | RTF end to end | RTF steady | MFU | s | written MiB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in on_disk["results"]:
+            mfu = r.get("mfu")
+            lines.append(f"| {r['preset']} | {r['dtype']} | {r.get('count')} x {r.get('clip_s')} s | "
+                         f"{_cell(r.get('audio_s'), '{:g}')} | {_cell(r.get('rtf_end_to_end'))} | "
+                         f"{_cell(r.get('rtf'))} | {'' if mfu is None else f'{mfu:.1%}'} | "
+                         f"{_cell(r.get('seconds'))} | {_cell(r.get('written_mb'))} |"
+                         + (f" {r['error']}" if "error" in r else ""))
+        lines.append("")
+
     speed = stages["train_speed"]
-    lines += ["## 2. Pretraining throughput\n",
+    lines += ["## 3. Pretraining throughput\n",
               "The train loop's step on a batch already on the device (mel256, mel-kmeans "
               "targets, bf16 autocast, AdamW, clipping), timed after warm-up.\n", _status(speed)]
     if speed.get("results"):
@@ -54,7 +72,7 @@ def summary(results: dict) -> str:
         lines.append("")
 
     run = stages["train_run"]
-    lines += ["## 3. Training run (the bundled default's recipe)\n", _status(run)]
+    lines += ["## 4. Training run (the bundled default's recipe)\n", _status(run)]
     if run.get("command"):
         lines.append(f"`{run['command']}`\n")
     figures = run.get("results") or {}
@@ -73,7 +91,7 @@ def summary(results: dict) -> str:
     lines.append("")
 
     distill = stages.get("distill_run", {})
-    lines += ["## 4. Student distillation runs (the bundled default as teacher)\n", _status(distill)]
+    lines += ["## 5. Student distillation runs (the bundled default as teacher)\n", _status(distill)]
     if distill.get("results"):
         data = "generated audio" if distill.get("generated_audio") else distill.get("data")
         lines += [f"On {data}; target {distill['target_steps']} steps each, side by side.\n",

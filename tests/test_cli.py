@@ -28,10 +28,10 @@ def garbage(tmp_path):
 
 @pytest.mark.parametrize("argv, says", [
     (["info", "{tmp}/absent.pt"], "checkpoint not found"),
-    (["info", "{garbage}"], "garbage.pt: refused to load"),
+    (["info", "{garbage}"], "garbage.pt: not a PyTorch checkpoint file"),
     (["convert", "no-such-model-name", "{tmp}/out.pt"], "no checkpoint file or name"),
     (["bundle", "{tmp}", "-o", "{tmp}/out.pt"], "no readable step checkpoint"),
-    (["embedding-stats", "{garbage}", "--data", "{tmp}/corpus.jsonl"], "garbage.pt: refused to load"),
+    (["embedding-stats", "{garbage}", "--data", "{tmp}/corpus.jsonl"], "garbage.pt: not a PyTorch checkpoint file"),
     (["embedding-stats", "{garbage}", "--data", "x.jsonl", "--crops", "0"], "--crops must be >= 1"),
     (["hear-table", "--runs", "{tmp}/absent"], "results folder not found"),
 ])

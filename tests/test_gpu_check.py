@@ -36,7 +36,7 @@ def test_cpu_smoke_writes_every_stage_into_out(smoke):
     assert results["mode"] == "cpu-smoke" and results["finished"]
     assert results["machine"]["device"] == "CPU" and results["machine"]["torch"] == torch.__version__
     assert {name: stage["status"] for name, stage in results["stages"].items()} == {
-        "embed": "ok", "train_speed": "ok", "train_run": "ok", "distill_run": "ok"}
+        "embed": "ok", "embed_files": "ok", "train_speed": "ok", "train_run": "ok", "distill_run": "ok"}
     assert sum(stage["seconds"] for stage in results["stages"].values()) < results["budget_s"]
 
     embed = results["stages"]["embed"]["results"]
@@ -44,7 +44,16 @@ def test_cpu_smoke_writes_every_stage_into_out(smoke):
     for r in embed:
         assert r["frames"] == r["audio_s"] * 75 and r["out_dtype"] == "float32"  # 75 frames/s
         assert r["rtf"] == pytest.approx(r["audio_s"] / r["seconds"], rel=0.01)
-    assert 0.99 < embed[1]["cosine_to_fp32_min"] <= embed[1]["cosine_to_fp32_mean"] <= 1.0 + 1e-6
+    # bf16 really ran (load_model's dtype option): a cosine of 1.0 would be fp32 again
+    assert 0.99 < embed[1]["cosine_to_fp32_min"] <= embed[1]["cosine_to_fp32_mean"] < 1.0 - 1e-6
+
+    on_disk = results["stages"]["embed_files"]["results"]
+    assert [(r["preset"], r["files"], r["count"]) for r in on_disk] == [("tiny", "1s", 3), ("tiny", "long", 2)]
+    for r in on_disk:
+        assert "error" not in r and r["outputs"] == r["count"] and r["dtype"] == "bf16"
+        assert r["frames_first"] == r["clip_s"] * 75 and r["audio_s"] == r["clip_s"] * r["count"]
+        assert r["rtf_end_to_end"] == pytest.approx(r["audio_s"] / r["seconds"], rel=0.02, abs=0.01)
+        assert r["rtf"] > 0 and 0 < r["mfu"] < 1 and r["gflops_per_audio_s"] > 0
 
     (speed,) = results["stages"]["train_speed"]["results"]
     assert speed["timed_steps"] >= 1 and speed["batch"] == 4
@@ -63,9 +72,10 @@ def test_cpu_smoke_writes_every_stage_into_out(smoke):
     assert [r["step"] for r in metrics(out / "distill_run" / "mobile-tiny")] == [1, 2, 3]
 
     summary = (out / "summary.md").read_text()
-    for heading in ("## 1. HEAR embedding speed", "## 2. Pretraining throughput", "## 3. Training run",
-                    "## 4. Student distillation runs"):
+    for heading in ("## 1. HEAR embedding speed", "## 2. Embedding files to disk",
+                    "## 3. Pretraining throughput", "## 4. Training run", "## 5. Student distillation runs"):
         assert heading in summary
+    assert "| tiny | bf16 | 3 x 1.0 s | 3 |" in summary
     assert "| tiny | mel256 | bf16 | 2 |" in summary and "3 of 3 steps on generated audio" in summary
     assert "| mobile-tiny | 3 | False |" in summary
 

@@ -13,7 +13,11 @@ frame centres in ms; with --scene only `a.wav.embedding.npy` (E,). With --shard-
 N inputs per `shard-000000.npz` instead (see `shard_arrays`).
 
 Re-running skips finished outputs, so a killed job continues where it stopped. Files
-that cannot be decoded or embedded are listed (stderr, `failed.txt`) and skipped.
+that cannot be decoded or embedded are listed (stderr, `failed.txt`) and skipped, and so
+is what the folder walker skipped (FIFOs, link loops, broken links: walk.py); names are
+written as `files.shown` prints them (one line each, even when not UTF-8). One run at a
+time writes to --out (files.claim_folder: a second run there ends at once, naming the
+first); the temporary files a killed run left are removed when the next one starts.
 Under torchrun (WORLD_SIZE, RANK) each process takes its share of the inputs
 (embed_plan.py) and the outputs are the same as one process writes.
 """
@@ -32,10 +36,12 @@ import torch
 from tqdm import tqdm
 
 from encodecmae_hear import files
+from encodecmae_hear.walk import Found
 from encodecmae_hear.audio import check_audio, load_audio
 from encodecmae_hear.checkpoint import resolve_checkpoint
 from encodecmae_hear.commands import embed_plan as plan
 from encodecmae_hear.errors import UserError
+from encodecmae_hear.files import shown
 from encodecmae_hear.hear import DTYPES, get_scene_embeddings, get_timestamp_embeddings, load_model
 
 
@@ -62,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None,
                         help="cpu, cuda or cuda:N; None: cuda if available. Under torchrun "
                              "cuda means cuda:LOCAL_RANK")
+    parser.add_argument("--follow-outside", action="store_true",
+                        help="follow links to folders outside the given folders (by default "
+                             "they are skipped and listed in failed.txt)")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32",
                         help="dtype option of load_model (the outputs stay float32): bf16 runs "
                              "the Transformer under bf16 autocast, and the EnCodec frontend in bf16 "
@@ -88,8 +97,15 @@ def decode(item: plan.Item, sample_rate: int):
     """-> (item, mono audio at `sample_rate`, None) or (item, None, why it failed)."""
     try:
         audio = load_audio(item.source, sample_rate)
-    except Exception as err:  # soundfile raises RuntimeError, LibsndfileError, TypeError, OSError
-        return item, None, f"cannot decode: {' '.join(str(err).split())[:300]}"
+    except OSError as err:  # missing, no permission, an I/O error: errno's words
+        return item, None, f"cannot read: {err.strerror or err}"
+    except ValueError as err:  # a FIFO or a folder; a sample rate out of range
+        return item, None, str(err)
+    except MemoryError:
+        return item, None, "out of memory decoding it"
+    except Exception as err:  # soundfile raises LibsndfileError (a RuntimeError), TypeError
+        why = getattr(err, "error_string", None) or str(err)  # libsndfile's words, not the path again
+        return item, None, f"cannot decode: {' '.join(why.split())[:300]}"
     try:
         check_audio(audio[None], sample_rate)  # the HEAR API's own input check, per file
     except ValueError as err:
@@ -142,7 +158,7 @@ class Embedder:
     def add(self, item, audio, reason) -> None:
         if reason is not None:
             self.failed[item] = reason
-            self.bar.write(f"embed: failed: {item.source}: {reason}", file=sys.stderr)
+            self.bar.write(f"embed: failed: {shown(item.source)}: {reason}", file=sys.stderr)
             self.bar.update(1)
             return
         if self.group and (len(self.group) == self.args.batch or self.group[0][1].shape != audio.shape):
@@ -197,8 +213,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch must be >= 1 and --shard-size >= 0; got {args.batch} and {args.shard_size}")
     rank, world, local_rank = (int(os.environ.get(name, default)) for name, default in
                                (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))  # torchrun's
-    items = plan.collect_inputs(args.inputs)
+    items, scan_skipped = plan.collect_inputs(args.inputs, args.follow_outside)
     model, path = open_model(args, local_rank)
+    out = args.out
+    with files.sole_writer(out):
+        return _embed(args, items, scan_skipped, model, path, rank, world)
+
+
+def _embed(args, items, scan_skipped, model, path, rank: int, world: int) -> int:
     out = args.out
     plan.check_settings(out, {
         "model_sha256": files.sha256_of(path), "layer": model.layer, "standardise": model.standardise,
@@ -232,12 +254,20 @@ def run(args: argparse.Namespace) -> int:
 
     elapsed = time.perf_counter() - start
     failed_list = plan.failed_path(out, rank, world)  # the failures of the last run with work to do
-    if job.failed:
-        files.write_text(failed_list, "".join(f"{i.source}\t{why}\n" for i, why in job.failed.items()))
+    listed = [(p, f"skipped: {why}") for p, why in scan_skipped] if rank == 0 else []
+    if listed:
+        print(f"{label}: {walk_summary(scan_skipped)} (listed in {shown(failed_list)})", file=sys.stderr)
+    listed += [(item.source, why) for item, why in job.failed.items()]
+    if listed and (jobs or not failed_list.exists()):
+        files.write_text(failed_list, "".join(f"{shown(p)}\t{why}\n" for p, why in listed))
     elif jobs:
         failed_list.unlink(missing_ok=True)
     rate = job.seconds / 3600 / elapsed if elapsed > 0 else 0.0
     print(f"{label}: {job.embedded} files embedded ({job.seconds / 3600:.3f} h of audio in "
           f"{elapsed:.1f} s, {rate:.3g} audio h/s), {skipped} already done, {len(job.failed)} failed"
-          + (f" (listed in {failed_list})" if job.failed else "") + f" -> {out}")
+          + (f" (listed in {shown(failed_list)})" if job.failed else "") + f" -> {shown(out)}")
     return 1 if job.failed and not (job.embedded or skipped) else 0
+
+
+def walk_summary(skipped) -> str:
+    return Found(skipped=list(skipped)).summary() or ""

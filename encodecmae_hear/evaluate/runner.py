@@ -29,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from encodecmae_hear import files
+from encodecmae_hear.errors import UserError
 from encodecmae_hear.evaluate import compat, suites
 from encodecmae_hear.evaluate.suites import TaskConfig
 
@@ -94,8 +95,17 @@ def _tail(log: Path, lines: int = 15) -> str:
 
 
 def select(plan: Plan) -> list[tuple[TaskConfig, Path]]:
-    """The suite's tasks that exist under tasks_dir; missing ones are reported."""
+    """The suite's tasks that exist under tasks_dir; missing ones are reported. A tasks
+    folder that does not exist, or holds none of the suite's tasks, is a UserError."""
     present, missing = suites.resolve(plan.suite, plan.tasks_dir)
+    if not present and missing:
+        where = (f"{plan.tasks_dir} holds none of them" if plan.tasks_dir.is_dir()
+                 else f"{plan.tasks_dir} does not exist")
+        raise UserError(
+            f"no task folder of suite {plan.suite or 'default'} found: they are expected in "
+            f"--tasks-dir / TASKS_DIR (e.g. {plan.tasks_dir / missing[0].folder}), and {where}; "
+            f"unpack the HEAR 2021 tasks there, or write the synthetic suite with "
+            f"`python -m encodecmae_hear synth-tasks --out {plan.tasks_dir}` and use --suite synthetic")
     for task in missing:
         print(f"MISSING {task.task}: no folder {plan.tasks_dir / task.folder} (skipped)",
               file=sys.stderr)
@@ -116,7 +126,20 @@ def embedding_dir(plan: Plan, folder: str) -> Path | None:
     return found[0] if found else None
 
 
+def check_model(model: str) -> None:
+    """A checkpoint file this package refuses ends here in one line (UserError), not in
+    a traceback from the validator's process: `info` reads it in a subprocess (evaluation
+    reaches models only through processes)."""
+    done = subprocess.run([sys.executable, "-m", MODULE, "info", model],
+                          capture_output=True, text=True)
+    if done.returncode == 2:
+        lines = done.stderr.strip().splitlines()
+        raise UserError(lines[-1].removeprefix("info: error: ") if lines else f"cannot read {model}")
+
+
 def validate(plan: Plan) -> int:
+    if plan.module == MODULE:
+        check_model(plan.model)
     argv = [*compat.command("hearvalidator.validate", plan.module),
             *(["--model", plan.model] if plan.model else []),
             *(["--device", plan.device] if plan.device else [])]

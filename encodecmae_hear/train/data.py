@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from encodecmae_hear.audio import resample
 from encodecmae_hear.errors import UserError
+from encodecmae_hear.files import regular_file
 from encodecmae_hear.model.config import CHUNK_SAMPLES, CHUNK_SECONDS, SAMPLE_RATE
 from encodecmae_hear.train.manifest import AUDIO_EXTENSIONS, read_manifest, scan
 
@@ -68,7 +69,7 @@ def read_crop(file, rng: np.random.Generator, crop_samples: int = CHUNK_SAMPLES,
               key: str | None = None) -> Crop:
     """file: path or file object -> Crop (wav (crop_samples,) float32 at 24 kHz, valid
     samples), named `key`, starting at a random sample of the file."""
-    with sf.SoundFile(file) as f:
+    with sf.SoundFile(regular_file(file) if isinstance(file, (str, Path)) else file) as f:
         sr, total = f.samplerate, f.frames
         need = math.ceil(crop_samples * sr / SAMPLE_RATE)
         start = int(rng.integers(0, total - need + 1)) if total > need else 0

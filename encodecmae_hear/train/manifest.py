@@ -2,8 +2,10 @@
 
     python -m encodecmae_hear manifest /data/audioset /data/fma -o corpus.jsonl
 
-Each line is {"path", "duration", "sample_rate", "channels", "frames"}. Files that
-soundfile cannot open, empty files and files shorter than --min-seconds are skipped,
+Each line is {"path", "duration", "sample_rate", "channels", "frames"}. Folders are
+searched by the project's walker (walk.py: links followed once, FIFOs and other special
+files skipped). Files that soundfile cannot open, empty files, files shorter than
+--min-seconds, rates the resampler does not take and what the walker skipped are
 counted by reason and listed in `<output>.skipped.txt`; a bad file is never fatal.
 `--shards DIR` also packs the listed files into tar shards in the webdataset layout
 (`<key>.<ext>` audio plus `<key>.json` metadata), the second data source of training.
@@ -16,7 +18,6 @@ import argparse
 import collections
 import io
 import json
-import os
 import sys
 import tarfile
 from pathlib import Path
@@ -24,33 +25,33 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from encodecmae_hear import files
+from encodecmae_hear import files, walk
+from encodecmae_hear.audio import check_rate
 from encodecmae_hear.errors import UserError
+from encodecmae_hear.files import shown
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 
 
-def find_audio(roots) -> list[Path]:
-    files = []
-    for root in map(Path, roots):
-        if root.is_file():
-            files.append(root)
-            continue
-        if not root.is_dir():
-            raise UserError(f"audio folder not found: {root}")
-        for dirpath, _, names in os.walk(root, followlinks=True):
-            files.extend(Path(dirpath, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS))
-    return sorted(files)
+def find_audio(roots, outside: bool = False) -> walk.Found:
+    """Audio files below `roots` (folders or files), and what the walker skipped."""
+    return walk.find(roots, AUDIO_EXTENSIONS, outside=outside)
 
 
 def describe(path: Path, min_seconds: float) -> tuple[dict | None, str | None]:
     """-> (manifest record, None) or (None, reason it is skipped)."""
     try:
-        info = sf.info(str(path))
+        info = sf.info(files.regular_file(path))
+    except OSError as err:
+        return None, f"unreadable: {err.strerror or err}"
     except Exception as err:  # soundfile raises RuntimeError/LibsndfileError/TypeError
         return None, f"unreadable: {' '.join(str(err).split())[:160]}"
     if info.frames <= 0 or info.samplerate <= 0:
         return None, "empty"
+    try:
+        check_rate(info.samplerate)
+    except ValueError as err:
+        return None, f"unsupported sample rate: {err}"
     duration = info.frames / info.samplerate
     if duration < min_seconds:
         return None, f"shorter than {min_seconds} s"
@@ -64,11 +65,11 @@ def read_manifest(path, needs: tuple[str, ...] = ("path", "duration")) -> list[d
     embedding only paths); a missing, empty or malformed one is a UserError."""
     records = []
     try:
-        f = open(path)
+        f = open(path, encoding="utf-8")
     except OSError as err:
-        raise UserError(f"cannot read manifest {path}: {err.strerror}") from None
+        raise UserError(f"cannot read manifest {shown(path)}: {err.strerror}") from None
     with f:
-        for number, line in enumerate(f, 1):
+        for number, line in _numbered_lines(f, path):
             if not line.strip():
                 continue
             try:
@@ -81,18 +82,35 @@ def read_manifest(path, needs: tuple[str, ...] = ("path", "duration")) -> list[d
                                 f"(write manifests with the `manifest` command)")
             records.append(record)
     if not records:
-        raise UserError(f"manifest {path} lists no audio files")
+        raise UserError(f"manifest {shown(path)} lists no audio files")
     return records
 
 
-def scan(roots, min_seconds: float = 0.2) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """Audio below `roots` -> (manifest records, [(path, reason skipped)]). A folder with
-    no usable audio at all is a UserError that says what was found."""
-    paths = find_audio(roots)
-    where = ", ".join(map(str, roots))
+def _numbered_lines(f, path):
+    """(number, line) of a text file read as UTF-8; bytes that are not UTF-8 are a
+    UserError naming the line (JSON lines are UTF-8; a path that is not UTF-8 is written
+    as JSON escapes, as `manifest` does)."""
+    number = 0
+    try:
+        for number, line in enumerate(f, 1):
+            yield number, line
+    except UnicodeDecodeError as err:
+        raise UserError(f"{shown(path)}:{number + 1}: not UTF-8 text ({err.reason} at byte "
+                        f"{err.start} of a block); a manifest is JSON lines in UTF-8 "
+                        f"(write it with the `manifest` command)") from None
+
+
+def scan(roots, min_seconds: float = 0.2, outside: bool = False) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Audio below `roots` -> (manifest records, [(path, reason skipped)]), the walker's
+    skipped entries first. A folder with no usable audio at all is a UserError that says
+    what was found."""
+    found = find_audio(roots, outside)
+    paths = found.files
+    where = ", ".join(map(shown, roots))
     if not paths:
-        raise UserError(f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) under {where}")
-    records, skipped = [], []
+        extra = f"; {found.summary()}" if found.skipped else ""
+        raise UserError(f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) under {where}{extra}")
+    records, skipped = [], list(found.skipped)
     for path in tqdm(paths, desc="scanning", unit="file", disable=not sys.stderr.isatty()):
         record, reason = describe(path, min_seconds)
         if record is None:
@@ -102,7 +120,7 @@ def scan(roots, min_seconds: float = 0.2) -> tuple[list[dict], list[tuple[Path, 
     if not records:
         reasons = "; ".join(f"{n} {r}" for r, n in skip_reasons(skipped).most_common())
         raise UserError(f"none of the {len(paths)} audio files under {where} is usable ({reasons}), "
-                        f"e.g. {skipped[0][0]}: {skipped[0][1]}")
+                        f"e.g. {shown(skipped[-1][0])}: {skipped[-1][1]}")
     return records, skipped
 
 
@@ -120,7 +138,7 @@ def save_manifest(output, records: list[dict], skipped) -> list[str]:
     if skipped:
         lines += [f"  skipped {count}: {reason}" for reason, count in skip_reasons(skipped).most_common()]
         skipped_path = output.with_name(output.name + ".skipped.txt")
-        files.write_text(skipped_path, "".join(f"{p}\t{r}\n" for p, r in skipped))
+        files.write_text(skipped_path, "".join(f"{shown(p)}\t{r}\n" for p, r in skipped))
         lines.append(f"  list of skipped files: {skipped_path}")
     return lines
 
@@ -153,13 +171,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", default=None,
                         help="also pack the files into tar shards (webdataset layout) here")
     parser.add_argument("--per-shard", type=int, default=1000, help="files per tar shard")
+    parser.add_argument("--follow-outside", action="store_true",
+                        help="follow links to folders outside the given folders (by default "
+                             "they are skipped and reported)")
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.output.endswith((".jsonl", ".json")):
         raise UserError(f"--output must end in .jsonl (training tells a manifest from a folder "
                         f"by that), got {args.output}")
-    records, skipped = scan(args.folders, args.min_seconds)
+    records, skipped = scan(args.folders, args.min_seconds, outside=args.follow_outside)
     for line in save_manifest(args.output, records, skipped):
         print(line)
     if args.shards:

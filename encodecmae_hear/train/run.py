@@ -12,6 +12,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from encodecmae_hear.checkpoint import save_checkpoint
+from encodecmae_hear.files import claim_folder
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.config import FRAME_RATE, ModelConfig
 from encodecmae_hear.train.data import ManifestSource, ShardSource, data_kind, default_workers, open_source
@@ -155,8 +156,10 @@ def fit_to_data(cfg: TrainConfig, source, proc: Process, workers_given: bool) ->
 
 def start_run(args):
     """What every training command does first: process group, log, config, resume state,
-    data. -> (proc, log, cfg, source, resume)."""
+    data. -> (proc, log, cfg, source, resume). The run folder is this run's alone until
+    the process ends (files.claim_folder: the processes of one torchrun job share it)."""
     proc = init_process()
+    claim_folder(args.out)
     log = run_logger(args.out, proc)
     cfg = config_from_args(args)
     resume = find_resume(args, proc, log)
