@@ -2,12 +2,14 @@
 
     python bench/train.py                       # tiny, mini, small on this machine
     python bench/train.py --presets base --batch 64 --steps 20 --device cuda
+    python bench/train.py --presets "" --threads 1 --loader-seconds 10   # the loader only
 
 Per preset: optimizer steps/s and samples/s of the model alone (targets precomputed),
 the same with EnCodec targets computed on the fly, an MFU estimate (model FLOPs per
 step from the config, over the device's peak: a table for GPUs, a measured fp32 matmul
-rate for CPUs), and peak memory. Separately: the data loader's throughput in seconds of
-audio decoded, resampled and cropped per second, on generated files.
+rate for CPUs), and peak memory. Separately: the data loader's throughput in 4 s crops
+per second, in the main process and per loader process, on the same generated audio
+stored three ways (loader_data): files at 16-48 kHz, Opus tar shards, raw shards.
 """
 from __future__ import annotations
 
@@ -107,27 +109,56 @@ def bench_preset(name, frontend, batch, steps, device, precision):
     return results, model_flops_per_sample(config, frames) * batch
 
 
-def bench_loader(workers: int, seconds: float) -> float:
+LOADER_SOURCES = ("files", "opus-tar", "raw")
+
+
+def loader_data(kind: str, tmp: Path):
+    """The same audio (16 files of 30 s stereo noise) as a training source of `kind`:
+    "files": a manifest of WAV / FLAC / Ogg Vorbis at 16-48 kHz (decoded and resampled per
+    crop); "opus-tar": mono 24 kHz Opus in tar shards (`make corpus`'s packed copy);
+    "raw": raw shards (mono 24 kHz int16, memory-mapped; train/raw_shards.py)."""
     import soundfile as sf
 
-    from encodecmae_hear.train.data import ManifestSource, make_loader
-    from encodecmae_hear.train.manifest import describe
+    from encodecmae_hear.audio import resample
+    from encodecmae_hear.train.data import ManifestSource, open_source
+    from encodecmae_hear.train.manifest import describe, write_shards
+    from encodecmae_hear.train.raw_shards import write_raw_shards
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i, (sr, ext) in enumerate([(44100, "flac"), (16000, "wav"), (48000, "ogg"), (24000, "wav")] * 4):
+        path = tmp / f"{i}.{ext}"
+        sf.write(path, (0.1 * rng.standard_normal((sr * 30, 2))).astype(np.float32), sr)
+        records.append(describe(path, 0.2)[0])
+    if kind == "files":
+        return ManifestSource(records), None
+    if kind == "raw":
+        done = write_raw_shards(records, tmp / "raw")
+        return open_source(tmp / "raw", 0), done["bytes"] / (done["hours"] * 3600)
+    opus = []
+    for i, record in enumerate(records):
+        audio, sr = sf.read(record["path"], dtype="float32")
+        path = tmp / f"{i}.opus"
+        sf.write(path, resample(audio.mean(axis=1), sr, SAMPLE_RATE), SAMPLE_RATE, format="OGG", subtype="OPUS")
+        opus.append(describe(path, 0.2)[0])
+    write_shards(opus, tmp / "tar", per_shard=4)
+    return open_source(tmp / "tar", 0), sum(p.stat().st_size for p in (tmp / "tar").glob("*.tar")) / (16 * 30)
+
+
+def bench_loader(kind: str, workers: int, seconds: float) -> tuple[float, float | None]:
+    """-> (4 s crops per second, bytes stored per second of audio) of a loader over the
+    `kind` source, micro-batches of 8, `workers` loader processes (0: this process)."""
+    from encodecmae_hear.train.data import make_loader
 
     with tempfile.TemporaryDirectory() as tmp:
-        rng = np.random.default_rng(0)
-        records = []
-        for i, (sr, ext) in enumerate([(44100, "flac"), (16000, "wav"), (48000, "ogg"), (24000, "wav")] * 4):
-            path = Path(tmp) / f"{i}.{ext}"
-            sf.write(path, (0.1 * rng.standard_normal((sr * 30, 2))).astype(np.float32), sr)
-            records.append(describe(path, 0.2)[0])
-        source = ManifestSource(records)
+        source, stored = loader_data(kind, Path(tmp))
         loader = iter(make_loader(source, 8, 0, 1, 0, 0, num_workers=workers, prefetch=2))
         for _ in range(2 * workers + 1):  # start the workers and drain what they prefetched
             next(loader)
         start, crops = time.perf_counter(), 0
         while time.perf_counter() - start < seconds:
             crops += next(loader)["wav"].shape[0]
-        return crops * 4.0 / (time.perf_counter() - start)
+        return crops / (time.perf_counter() - start), stored
 
 
 def main() -> None:
@@ -137,7 +168,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--workers", default="0,2", help="data-loader worker counts to time")
+    parser.add_argument("--workers", default="0,1", help="data-loader worker counts to time")
+    parser.add_argument("--loader-sources", default=",".join(LOADER_SOURCES),
+                        help=f"data sources to time the loader on ({', '.join(LOADER_SOURCES)})")
     parser.add_argument("--loader-seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
@@ -161,11 +194,16 @@ def main() -> None:
         print(f"{name:8} {results['model']:8.3f} {results['model'] * args.batch:10.2f} "
               f"{results['with targets']:17.3f} {results['with targets'] * args.batch:19.2f} "
               f"{mfu:6.1%} {memory / 2**30:8.2f} GiB" + ("" if device.type == "cuda" else " (process RSS)"))
-    for workers in map(int, args.workers.split(",")):
-        rate = bench_loader(workers, args.loader_seconds)
-        where = f"{workers} worker processes" if workers else f"main process, {torch.get_num_threads()} threads"
-        print(f"data loader, {where}: {rate:.0f} s of audio per second "
-              f"(30 s stereo files at 16-48 kHz -> 4 s mono 24 kHz crops)")
+    print("data loader: micro-batches of 8 crops of 4 s, mono 24 kHz, from 16 files of 30 s "
+          "(loader_data: files at 16-48 kHz, Opus tar shards, raw shards)")
+    for kind in args.loader_sources.split(","):
+        for workers in map(int, args.workers.split(",")):
+            rate, stored = bench_loader(kind, workers, args.loader_seconds)
+            where = f"{workers} loader processes" if workers else "in the main process"
+            per = f", {rate / workers:.0f} per loader process" if workers else ""
+            size = f"; {stored * 3600 / 1e6:.1f} MB per hour of audio" if stored else ""
+            print(f"  {kind:8s} {where}: {rate:.0f} crops/s{per} ({rate * 4:.0f} s of audio/s){size}",
+                  flush=True)
 
 
 if __name__ == "__main__":

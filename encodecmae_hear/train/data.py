@@ -17,6 +17,8 @@ exactly what an uninterrupted one would have read.
 * `ShardSource`: tar shards in the webdataset layout (`<key>.<ext>` audio, optional
   `<key>.json` with "duration"), read with the standard library's tarfile. Shards are
   split across ranks and workers; each epoch shuffles shard order and records in a shard.
+* `RawSource`: raw shards (raw_shards.py: mono 24 kHz int16, memory-mapped): a crop is
+  a slice of an array, with no decoding or resampling; sampled like a manifest.
 * A folder of audio files becomes a `ManifestSource` of its scan (`data_kind`, `open_source`).
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ from encodecmae_hear.errors import UserError
 from encodecmae_hear.files import regular_file
 from encodecmae_hear.model.config import CHUNK_SAMPLES, CHUNK_SECONDS, SAMPLE_RATE
 from encodecmae_hear.train.manifest import AUDIO_EXTENSIONS, read_manifest, scan
+from encodecmae_hear.train.raw_shards import INT16_SCALE, RAW_INDEX, read_index, shard_path
 
 SAMPLE_EPOCH = 10**9  # crops for fitting codebooks / k-means use epochs from here on
 MAX_WORKERS = 8  # data-loader processes per training process (the reference's number)
@@ -144,6 +147,44 @@ class ManifestSource(Dataset):
             if len(crops) == count:
                 break
         return crops
+
+
+class RawSource(ManifestSource):
+    """ManifestSource over raw shards: the same duration-weighted entries, epochs and
+    seeded crop offsets, each crop a slice of a memory-mapped int16 shard (only its own
+    pages are read). Shards are mapped on first use in each process."""
+
+    def __init__(self, folder, seed: int = 0, crop_seconds: float = CHUNK_SECONDS):
+        index = read_index(folder)
+        self.folder = Path(folder)
+        self.paths = np.char.encode(index["keys"])  # bytes: shared by forked workers as is
+        self.shard_of, self.offset, self.length = index["shard"], index["offset"], index["length"]
+        self.crop_seconds, self.crop_samples = crop_seconds, int(crop_seconds * SAMPLE_RATE)
+        durations = self.length / SAMPLE_RATE
+        counts = np.maximum(1, (durations // crop_seconds).astype(np.int64))
+        self.file_of = np.repeat(np.arange(len(self.length)), counts)
+        self.seed = seed
+        self.hours = float(durations.sum() / 3600)
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, entry = key
+        f = int(self.file_of[entry])
+        name = self.paths[f].decode()
+        try:
+            rng, total, need = crop_rng(self.seed, epoch, int(entry)), int(self.length[f]), self.crop_samples
+            start = int(rng.integers(0, total - need + 1)) if total > need else 0
+            valid = min(need, total)
+            shard = int(self.shard_of[f])
+            if shard not in self._maps:
+                self._maps[shard] = np.load(shard_path(self.folder, shard), mmap_mode="r")
+            first = int(self.offset[f]) + start
+            samples = torch.from_numpy(self._maps[shard][first:first + valid].astype(np.float32))
+        except Exception as err:  # a missing or truncated shard: skip the crop, keep training
+            return None, f"{name} ({' '.join(str(err).split())[:120]})"
+        wav = torch.zeros(need)
+        wav[:valid] = samples / INT16_SCALE
+        return Crop(wav, valid, name, start)
 
 
 class EpochBatchSampler:
@@ -281,10 +322,12 @@ class ShardSource(IterableDataset):
 
 
 def data_kind(data) -> str:
-    """What --data names: "manifest" (a .jsonl file), "shards" (a folder holding .tar
-    files, or a glob pattern of them) or "audio" (a folder of audio files, searched
-    recursively, or one audio file)."""
+    """What --data names: "manifest" (a .jsonl file), "raw" (a folder of raw shards,
+    raw_shards.py), "shards" (a folder holding .tar files, or a glob pattern of them) or
+    "audio" (a folder of audio files, searched recursively, or one audio file)."""
     path = Path(data)
+    if (path / RAW_INDEX).is_file():
+        return "raw"
     if str(data).endswith((".jsonl", ".json")):
         if not path.is_file():
             raise UserError(f"manifest not found: {data}")
@@ -295,8 +338,9 @@ def data_kind(data) -> str:
         return "audio"
     if glob.has_magic(str(data)) or path.suffix == ".tar":
         return "shards"
-    raise UserError(f"--data {data}: expected a manifest (.jsonl), a folder of audio files, or "
-                    f"tar shards (a folder of .tar files or a glob pattern); "
+    raise UserError(f"--data {data}: expected a manifest (.jsonl), a folder of audio files, raw "
+                    f"shards (a folder with {RAW_INDEX}), or tar shards (a folder of .tar files or "
+                    f"a glob pattern); "
                     f"{'it is not one' if path.exists() else 'no such file or folder'}")
 
 
@@ -306,6 +350,8 @@ def open_source(data, seed: int, crop_seconds: float = CHUNK_SECONDS):
     kind = data_kind(data)
     if kind == "shards":
         return ShardSource(data, seed, crop_seconds)
+    if kind == "raw":
+        return RawSource(data, seed, crop_seconds)
     return ManifestSource(data if kind == "manifest" else scan([data])[0], seed, crop_seconds)
 
 
