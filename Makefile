@@ -59,7 +59,7 @@ PREDICT_ARGS = --seeds $(SEEDS) $(if $(GRID_POINTS),--grid-points $(GRID_POINTS)
 
 .DEFAULT_GOAL := help
 HELP_GROUPS := Use,Evaluate,Train,Reproduce our models,Develop
-.PHONY: help install demo embed
+.PHONY: help install demo embed fetch models
 .PHONY: hear hear-validate hear-embed hear-predict hear-table synth-tasks
 .PHONY: manifest pretrain selftrain mobile-pretrain distill gpu-check
 .PHONY: test wheel-check bench bench-train clean
@@ -78,6 +78,13 @@ $(STAMP): setup.cfg setup.py constraints.txt tools/install_hear_tools.py
 
 demo: $(STAMP) ## install if needed, validate the bundled model, time embeddings [MODEL=]
 	$(PY) -m encodecmae_hear demo $(if $(MODEL),--model $(MODEL))
+
+# MODEL: a checkpoint file, a bundled or local name, or a published name (mel256-ec-base_st).
+fetch: $(STAMP) ## MODEL=mel256-ec-base_st [REVISION=]: fetch a published model, print its path
+	$(PY) -m encodecmae_hear fetch $(MODEL) $(if $(REVISION),--revision $(REVISION))
+
+models: $(STAMP) ## the models a MODEL= name loads: bundled, local, fetched, published
+	$(PY) -m encodecmae_hear models
 
 # GPUS=N runs N processes with torchrun (docs/EMBED.md).
 embed: $(STAMP) ## AUDIO='files, dirs, .jsonl' OUT=dir [MODEL= DEVICE= GPUS= ARGS=--scene]
@@ -107,8 +114,10 @@ manifest: $(STAMP) ## AUDIO='dir ...' DATA=corpus.jsonl: scan audio for training
 	$(PY) -m encodecmae_hear manifest $(AUDIO) -o $(DATA)
 
 # DATA: a folder of audio, a manifest .jsonl or a folder of .tar shards (docs/TRAINING.md).
-pretrain: $(STAMP) ## DATA= [PRESET=base FRONTEND=mel256 STEPS= BATCH=128 OUT= GPUS=1]; resumes
+# TARGETS: encodec (the official EnCodec's codes, fetched once), mel-kmeans, encodec-untrained.
+pretrain: $(STAMP) ## DATA= [PRESET=base FRONTEND=mel256 TARGETS= STEPS= BATCH=128 OUT= GPUS=1]
 	$(LAUNCH) pretrain $(TRAIN_ARGS) --preset $(PRESET) --frontend $(FRONTEND) \
+	    $(if $(TARGETS),--targets $(TARGETS)) \
 	    --out $(or $(OUT),runs/$(PRESET)-$(FRONTEND))
 
 selftrain: $(STAMP) ## FROM=<pretrained ckpt> DATA= [STEPS= BATCH=128 OUT= GPUS=1]; resumes

@@ -18,11 +18,9 @@ Format (version 2): one `torch.save`d dict, loaded with `weights_only=True`.
                 (train/scene_whitening.py): "scene_layer" (int or str), "scene_mean"
                 (E,), "scene_projection" (K, E), E a multiple of D, K <= E
 
-Where files are found (`resolve_checkpoint`): "" is the bundled default model
-($ENCODECMAE_DEFAULT_CHECKPOINT, else checkpoints/default.pt of the source tree); an
-existing path is itself; a bare name (e.g. "mel256-ec-base_st") is looked up as NAME or
-NAME.pt in $ENCODECMAE_CHECKPOINT_DIR (default ~/.cache/encodecmae_hear/checkpoints).
-Official EnCodecMAE files are converted in memory (official/convert.py).
+Where files are found: locate.py ("" is the bundled default; a path is itself; a name is
+local, bundled or published on the Hugging Face hub). Official EnCodecMAE files are
+converted in memory (official/convert.py).
 """
 from __future__ import annotations
 
@@ -35,13 +33,20 @@ import torch
 
 from encodecmae_hear import files
 from encodecmae_hear.errors import UserError
+from encodecmae_hear.locate import (  # noqa: F401  (re-exported: where checkpoints are found)
+    CHECKPOINT_DIR_ENV,
+    DEFAULT_CHECKPOINT_ENV,
+    bundled_names,
+    default_checkpoint,
+    locate,
+    resolve_checkpoint,
+)
 from encodecmae_hear.model.config import ModelConfig
 from encodecmae_hear.model.encodec import build_tokenizer
 from encodecmae_hear.model.mae import EncodecMAE
 from encodecmae_hear.model.mobile import ARCHITECTURE as MOBILE
 from encodecmae_hear.model.mobile import MobileConfig, MobileModel
 from encodecmae_hear.official.convert import Converted, OfficialCheckpointError, read_official
-from encodecmae_hear.paths import BUNDLED_CHECKPOINT, BUNDLED_DIR
 
 FORMAT = "encodecmae_hear"
 VERSION = 2
@@ -50,9 +55,6 @@ KEYS = {"format", "version", "config", "model", "tokenizer", "provenance", "trai
 
 ENCODECMAE = "encodecmae"  # the architecture of configs without an "architecture" key
 
-DEFAULT_CHECKPOINT_ENV = "ENCODECMAE_DEFAULT_CHECKPOINT"
-CHECKPOINT_DIR_ENV = "ENCODECMAE_CHECKPOINT_DIR"
-DEFAULT_CHECKPOINT_DIR = Path.home() / ".cache" / "encodecmae_hear" / "checkpoints"
 
 
 class CheckpointError(UserError, ValueError):
@@ -253,64 +255,31 @@ def _one_line(err: Exception, limit: int = 600) -> str:
     return " ".join(str(err).split())[:limit]
 
 
-def default_checkpoint() -> Path:
-    """The bundled model: $ENCODECMAE_DEFAULT_CHECKPOINT, else checkpoints/default.pt."""
-    override = os.environ.get(DEFAULT_CHECKPOINT_ENV, "").strip()
-    return Path(override) if override else BUNDLED_CHECKPOINT
-
-
-def checkpoint_dir() -> Path:
-    value = os.environ.get(CHECKPOINT_DIR_ENV, "").strip()
-    return Path(value).expanduser() if value else DEFAULT_CHECKPOINT_DIR
-
-
-def resolve_checkpoint(name_or_path="") -> Path:
-    """"" -> the bundled default; an existing path -> itself; a bare name -> NAME or NAME.pt
-    found at any depth in $ENCODECMAE_CHECKPOINT_DIR, else a bundled model of that name
-    (checkpoints/NAME.pt, e.g. "mobile-student"). Anything else is returned as a path
-    (reading it then says that it is missing)."""
-    if not str(name_or_path):
-        return default_checkpoint()
-    path = Path(name_or_path)
-    if path.exists() or len(path.parts) != 1:
-        return path
-    root = checkpoint_dir()
-    for pattern in (path.name, f"{path.name}.pt"):
-        hits = sorted(root.rglob(pattern)) if root.is_dir() else []
-        if hits:
-            return hits[0]
-    for bundled in (BUNDLED_DIR / path.name, BUNDLED_DIR / f"{path.name}.pt"):
-        if bundled.is_file():
-            return bundled
-    found = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.pt")) if root.is_dir() else []
-    raise FileNotFoundError(
-        f"no checkpoint file or name {str(name_or_path)!r}: looked for {path.name}[.pt] in {root} "
-        f"(set ${CHECKPOINT_DIR_ENV}) and among the bundled models; names found there: "
-        f"{found or 'none'}; bundled: {bundled_names()}")
-
-
-def bundled_names() -> list[str]:
-    """The bundled checkpoints by name (checkpoints/*.pt without the suffix)."""
-    return sorted(p.stem for p in BUNDLED_DIR.glob("*.pt"))
-
-
-def read_any(name_or_path="") -> tuple[Path, dict]:
-    """-> (resolved path, payload) for this project's files and official ones alike."""
-    path = resolve_checkpoint(name_or_path)
+def read_any(name_or_path="", revision: str | None = None) -> tuple[Path, dict]:
+    """-> (resolved path, payload) for this project's files and official ones alike; a
+    published model's payload records where it came from (provenance "published")."""
+    located = locate(name_or_path, revision)
+    path = located.path
     try:
-        return path, read_checkpoint(path)
+        payload = read_checkpoint(path)
     except OfficialFormat as official:
         try:
-            return path, payload_of(read_official(path, official.content))
+            payload = payload_of(read_official(path, official.content,
+                                               download_encodec=located.published is not None))
         except OfficialCheckpointError as err:
             raise CheckpointError(str(err)) from None
+    if located.published is not None:
+        payload["provenance"] = {**payload["provenance"], "published": located.published}
+    return path, payload
 
 
-def load_checkpoint(name_or_path="", architecture: str | None = ENCODECMAE) -> tuple:
-    """-> (the model in eval mode on CPU, float32; the payload dict) for a path, a name,
-    an official file or "" (the bundled default). A file of another `architecture`
-    than the one asked for is refused (None takes any: EncodecMAE or MobileModel)."""
-    path, payload = read_any(name_or_path)
+def load_checkpoint(name_or_path="", architecture: str | None = ENCODECMAE,
+                    revision: str | None = None) -> tuple:
+    """-> (the model in eval mode on CPU, float32; the payload dict) for a path, a name
+    (local, bundled or published: locate.py), an official file or "" (the bundled
+    default). A file of another `architecture` than the one asked for is refused (None
+    takes any: EncodecMAE or MobileModel). `revision` pins a published name's commit."""
+    path, payload = read_any(name_or_path, revision)
     found = architecture_of(payload)
     if architecture is not None and found != architecture:
         where = "encodecmae_hear.mobile_hear" if found == MOBILE else "encodecmae_hear"

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": (f"{P}.commands.embed", "embed audio files or folders through the HEAR API (resumable, torchrun)"),
     "export-onnx": (f"{P}.commands.export_onnx", "export a mobile checkpoint to ONNX (optionally int8), checked against PyTorch"),
     "convert": (f"{P}.commands.convert", "convert an official EnCodecMAE checkpoint to this project's format"),
+    "fetch": (f"{P}.commands.fetch", "fetch a published EnCodecMAE model (or EnCodec's weights), pinned and checked; print its path"),
+    "models": (f"{P}.commands.models", "list the models a name loads: bundled, local, fetched and published"),
     "manifest": (f"{P}.train.manifest", "scan audio folders into a training manifest (and tar shards)"),
     "pretrain": (f"{P}.train.pretrain", "pretrain EnCodecMAE (EnCodec targets); torchrun for several GPUs"),
     "cache-teachers": (f"{P}.train.teachers.cache_build", "compute teachers' frame features of a corpus once, for pretrain --teacher-cache"),

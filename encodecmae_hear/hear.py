@@ -32,12 +32,15 @@ for the process (allocator.py).
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
 from encodecmae_hear.allocator import keep_freed_memory
 from encodecmae_hear.audio import Chunker, check_audio, load_audio, num_frames
 from encodecmae_hear.checkpoint import SCENE_WHITENING_KEYS, load_checkpoint
+from encodecmae_hear.hub.names import PAPER_MODEL
 from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
 from encodecmae_hear.model.precision import bf16_encodec, cpu_has_bf16, int8_encoder
 
@@ -227,7 +230,8 @@ def parse_layer(layer, num_layers: int):
 
 def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
                chunk_batch_size: int = 16, standardise=None, dtype: str = "fp32",
-               whiten_scene: bool = False, whiten_power: float = 1.0) -> HearModel:
+               whiten_scene: bool = False, whiten_power: float = 1.0,
+               revision: str | None = None) -> HearModel:
     """HEAR entry point. "" loads the bundled checkpoint; options come from heareval's
     `--model-options` JSON, e.g. '{"layer": "mean", "sample_rate": 16000}'. Without a
     `layer`, the checkpoint's recommended one (provenance "hear_layer", set by `bundle
@@ -241,8 +245,12 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
     checkpoint holds for this layer option (docs/EVALUATE.md: it lifts pitch-like detail
     and costs timbre, so it is off unless asked for); "concat" gives the plain scene mean
     and the whitened one side by side. `whiten_power` a in [0, 1] scales each principal
-    axis by std^-a: 1 whitens fully, 0 only projects."""
-    mae, payload = load_checkpoint(model_file_path)
+    axis by std^-a: 1 whitens fully, 0 only projects. A published model's name (e.g.
+    "mel256-ec-base_st") is fetched once and then loads offline (locate.py);
+    `revision` pins its hub commit."""
+    if not model_file_path:
+        announce_default_once()
+    mae, payload = load_checkpoint(model_file_path, revision=revision)
     if layer is None:
         layer = payload.get("provenance", {}).get("hear_layer", {}).get("layer", "last")
     stats = payload.get("embedding_stats")  # checked against the model by load_checkpoint
@@ -270,6 +278,20 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
                       keep_plain_scene=whiten_scene == "concat")
     model.provenance = payload["provenance"]
     return model
+
+
+_announced = False
+
+
+def announce_default_once() -> None:
+    """Says once per process, on stderr, which model load_model() gives, so that the
+    bundled model's scores are not taken for the published EnCodecMAE's."""
+    global _announced
+    if not _announced:
+        _announced = True
+        print(f"encodecmae_hear: load_model() without a path gives the bundled default model "
+              f"(small, trained on a small corpus on a CPU: checkpoints/README.md); for the "
+              f"paper's EnCodecMAE use load_model({PAPER_MODEL!r})", file=sys.stderr)
 
 
 def scene_whitening_of(stats: dict | None, layer) -> dict | None:

@@ -1,7 +1,21 @@
+import atexit
 import math
+import os
+import shutil
+import tempfile
 
-import pytest
-import torch
+# No test reaches a hub on the network or writes to the user's caches: the endpoint is a
+# closed loopback port and the caches are temporary, set before huggingface_hub is
+# imported (it reads them once); tests of downloads serve files on 127.0.0.1 themselves.
+_CACHES = tempfile.mkdtemp(prefix="encodecmae-test-caches-")
+atexit.register(shutil.rmtree, _CACHES, True)
+os.environ.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=os.path.join(_CACHES, "hf"),
+                  HF_HUB_CACHE=os.path.join(_CACHES, "hf", "hub"), TORCH_HOME=os.path.join(_CACHES, "torch"),
+                  ENCODECMAE_ENCODEC_URL="http://127.0.0.1:9/")
+os.environ.pop("HF_HUB_OFFLINE", None)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from encodecmae_hear.checkpoint import save_checkpoint
 from encodecmae_hear.model.config import preset

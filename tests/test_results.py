@@ -319,3 +319,32 @@ def test_training_seeds_pool_into_one_row_per_recipe(tmp_path, capsys):
     assert main(["hear-table", "--runs", str(run), "--out", str(tmp_path / "plain"),
                  "--no-plot"]) == 0
     assert "| mel-seed1 | mel-seed2 | random |" in (tmp_path / "plain" / "results.md").read_text()
+
+
+# ---------------------------------------------------------------- leaderboard rows
+
+def test_hear_table_writes_rows_in_the_hear_leaderboards_layout(tmp_path, capsys):
+    run_dir = tmp_path / "runs"
+    write_run(run_dir, "ours", "/cache/mel256-ec-base_st.pt")
+    record = {"repo": "lpepino/encodecmae-v2", "file": "mel256-ec-base_st.pt", "endpoint": "http://hub.test"}
+    run = json.loads((run_dir / "ours" / "run.json").read_text())
+    write_json(run_dir / "ours" / "run.json", {**run, "published": record})
+    for seed, (esc, fsd) in enumerate([(0.80, 0.40), (0.90, 0.50)]):
+        write_result(run_dir, "ours", seed, ESC, kfold_scores([esc, esc]))
+        write_result(run_dir, "ours", seed, FSD, trainvaltest_scores(fsd, "mAP"))
+    assert main(["hear-table", "--runs", str(run_dir), "--no-plot"]) == 0
+    with open(run_dir / "results.leaderboard.csv", newline="") as f:
+        header, row = list(csv.reader(f))
+    assert header[:3] == ["Model", "URL", "Submission Date"] and len(header) == 3 + 19
+    assert header[3] == "Beehive" and header[-1] == "VoxLingua107 top 10"
+    cells = dict(zip(header, row))
+    assert cells["Model"] == "ours" and cells["URL"] == "http://hub.test/lpepino/encodecmae-v2"
+    assert float(cells["ESC-50"]) == pytest.approx(0.85) and float(cells["FSD50K"]) == pytest.approx(0.45)
+    assert cells["CREMA-D"] == "" and cells["Beehive"] == ""  # not run: left empty
+
+
+def test_no_leaderboard_file_when_no_hear_task_was_run(tmp_path):
+    run_dir = tmp_path / "runs"
+    write_result(run_dir, "ours", 0, "synthetic_scene_kfold", kfold_scores([0.5, 0.6]))
+    assert main(["hear-table", "--runs", str(run_dir), "--no-plot"]) == 0
+    assert not (run_dir / "results.leaderboard.csv").exists()

@@ -117,11 +117,14 @@ PRETRAIN_ERRORS = [
     ("empty.jsonl", [], "lists no audio files"),
     ("bad.jsonl", [], "bad.jsonl:2: not a JSON line"),
     ("ghost.jsonl", ["--batch-size", "1", "--targets", "mel-kmeans"], "no readable audio"),
-    ("ghost.jsonl", ["--batch-size", "1"], "no readable audio to fit the EnCodec codebooks"),
+    ("ghost.jsonl", ["--batch-size", "1", "--targets", "encodec-untrained"],
+     "no readable audio to fit the EnCodec codebooks"),
+    ("six.jsonl", ["--batch-size", "1"], "the official EnCodec weights encodec_24khz-d7cc33bc.th are needed"),
     ("one", ["--batch-size", "4"], "fewer than one micro-batch of 4 crops x 1 processes"),
     ("one", ["--batch-size", "1", "--targets", "mel-kmeans"],
      "k-means of 512 clusters needs at least 512 frames; 1 crops of the corpus gave 74: add audio"),
-    ("one", ["--batch-size", "1"], "needs at least 1024 frames (~14 s of audio); 1 crops gave 75"),
+    ("one", ["--batch-size", "1", "--targets", "encodec-untrained"],
+     "needs at least 1024 frames (~14 s of audio); 1 crops gave 75"),
     ("shards", ["--batch-size", "2", "--workers", "3"], "2 tar shards cannot feed 1 processes x 3"),
     ("six.jsonl", ["--batch-size", "3", "--micro-batch", "2"], "whole number of accumulation steps"),
     ("six.jsonl", ["--crop-seconds", "0.1"], "--crop-seconds must be at least 0.2"),
@@ -159,18 +162,19 @@ def test_untrained_encodec_targets_are_announced_with_what_to_do(tiny_corpora, c
     monkeypatch.delenv(ENV_VAR, raising=False)
     out = root / "warned"
     args = ["pretrain", "--data", str(root / "one"), "--out", str(out), "--preset", "tiny",
-            "--batch-size", "1", "--crop-seconds", "1", "--workers", "0"]
+            "--batch-size", "1", "--crop-seconds", "1", "--workers", "0", "--targets", "encodec-untrained"]
     assert main(args) == 2  # one 1 s clip is too little to fit codebooks on, after the warning
     printed = capsys.readouterr().out
-    warning = next(line for line in printed.splitlines() if line.startswith("warning: no EnCodec weights"))
-    for words in (ENV_VAR, "--encodec-weights", "encodec-untrained-kmeans", "--targets mel-kmeans"):
+    warning = next(line for line in printed.splitlines() if line.startswith("warning: --targets encodec-untrained"))
+    for words in ("encodec-untrained-kmeans", "--targets mel-kmeans", "not the paper's"):
         assert words in warning
     assert warning in (out / "train.log").read_text()
-    # With weights named (here a missing file) there is no warning, and the file is looked for.
+    # With the paper's targets and weights named (here a missing file) there is no warning,
+    # and the file is looked for.
     monkeypatch.setenv(ENV_VAR, str(root / "encodec_24khz.th"))
-    assert main([*args[:4], str(root / "named"), *args[5:]]) == 2
+    assert main([*args[:4], str(root / "named"), *args[5:-2]]) == 2
     captured = capsys.readouterr()
-    assert "no EnCodec weights" not in captured.out and "encodec_24khz.th" in captured.err
+    assert "warning: --targets" not in captured.out and "encodec_24khz.th" in captured.err
 
 
 @pytest.mark.parametrize("cpus, local, expected", [(2, None, 1), (1, None, 0), (16, None, 8),

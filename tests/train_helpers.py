@@ -55,7 +55,8 @@ def tiny_args(manifest, out, steps: int, *extra) -> list[str]:
     return ["--data", str(manifest), "--out", str(out), "--preset", "tiny", "--steps", str(steps),
             "--batch-size", "4", "--micro-batch", "2", "--crop-seconds", "1", "--workers", "0",
             "--warmup-steps", "2", "--log-every", "1", "--checkpoint-every", "100",
-            "--codebook-clips", "15", "--codebook-iters", "2", *map(str, extra)]
+            "--codebook-clips", "15", "--codebook-iters", "2", "--targets", "encodec-untrained",
+            *map(str, extra)]
 
 
 def cli(*args, **popen) -> subprocess.Popen:

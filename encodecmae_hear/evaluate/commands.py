@@ -45,13 +45,15 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="", metavar="CKPT",
-                        help="checkpoint passed to load_model (default: the bundled model)")
+                        help="checkpoint file, or a bundled, local or published model name "
+                             "(e.g. mel256-ec-base_st, fetched once) passed to load_model "
+                             "(default: the bundled model)")
     parser.add_argument("--device", default="", help="cpu, cuda or cuda:N")
     parser.add_argument("--module", default=runner.MODULE, help="HEAR module to validate")
 
 
 def _validate(args: argparse.Namespace) -> int:
-    plan = runner.Plan(run_dir=Path("."), tasks_dir=Path("."), model=args.model,
+    plan = runner.Plan(run_dir=Path("."), tasks_dir=Path("."), model=runner.model_file(args.model)[0],
                        device=args.device, module=args.module)
     return runner.validate(plan)
 

@@ -32,6 +32,7 @@ from encodecmae_hear import files
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.evaluate import compat, suites
 from encodecmae_hear.evaluate.suites import TaskConfig
+from encodecmae_hear.locate import locate
 
 MODULE = "encodecmae_hear"
 EMBED_DONE = ".done.embeddings"
@@ -52,6 +53,7 @@ class Plan:
     grid_points: int | None = None     # None: the task config's, else heareval's 8
     force: bool = False
     module: str = MODULE
+    published: dict | None = None      # hub record of a published model (repo, file, commit, sha256)
 
     @property
     def label_dir(self) -> Path:
@@ -116,7 +118,8 @@ def write_run_json(plan: Plan) -> None:
     plan.label_dir.mkdir(parents=True, exist_ok=True)
     bundled = "bundled" if plan.module == MODULE else f"{plan.module} (its own)"
     data = {"label": plan.label_dir.name, "model": str(plan.model or bundled),
-            "options": plan.options, "module": plan.module}
+            "options": plan.options, "module": plan.module,
+            **({"published": plan.published} if plan.published else {})}
     files.write_json(plan.label_dir / "run.json", data, indent=1)
 
 
@@ -231,7 +234,9 @@ def predict(plan: Plan, tasks: list[tuple[TaskConfig, Path]]) -> list[str]:
 
 def add_common(parser, *, seeds: bool = False, predict: bool = False) -> None:
     parser.add_argument("--model", default="", metavar="CKPT",
-                        help="checkpoint passed to load_model (default: the bundled model)")
+                        help="checkpoint file, or a bundled, local or published model name "
+                             "(e.g. mel256-ec-base_st, fetched once) passed to load_model "
+                             "(default: the bundled model)")
     parser.add_argument("--options", default="{}", metavar="JSON",
                         help="load_model options, e.g. '{\"layer\": 5}' (heareval --model-options)")
     parser.add_argument("--tasks-dir", default="tasks", metavar="DIR",
@@ -256,12 +261,24 @@ def add_common(parser, *, seeds: bool = False, predict: bool = False) -> None:
                                  f"else {DEFAULT_GRID_POINTS})")
 
 
+def model_file(model: str) -> tuple[str, dict | None]:
+    """heareval and hear-validator take a file: a model name (local, bundled or published,
+    locate.py) becomes its path, fetched first if it is published. -> (path, hub record)."""
+    if not model or Path(model).exists():
+        return model, None
+    located = locate(model)
+    return str(located.path), located.published
+
+
 def plan_from(args) -> Plan:
-    return Plan(run_dir=Path(args.runs), tasks_dir=Path(args.tasks_dir), model=args.model,
-                options=parse_options(args.options), label=args.label, suite=args.suite,
+    options = parse_options(args.options)
+    model, published = model_file(args.model)
+    label = args.label or (default_label(args.model.replace("/", "-"), options) if published else "")
+    return Plan(run_dir=Path(args.runs), tasks_dir=Path(args.tasks_dir), model=model,
+                options=options, label=label, suite=args.suite,
                 seeds=getattr(args, "seeds", 3), device=args.device,
                 grid_points=getattr(args, "grid_points", None), force=args.force,
-                module=args.module)
+                module=args.module, published=published)
 
 
 def report(step: str, tasks: list, failed: list[str]) -> int:

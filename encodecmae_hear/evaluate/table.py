@@ -3,7 +3,8 @@
     python -m encodecmae_hear hear-table --runs runs/hear/base runs/hear/large --out table/
 
 Each RUN_DIR holds ``<label>/seed-<k>/<task_folder>/test.predicted-scores.json`` (see
-``results``); labels from several RUN_DIRs appear side by side. ``--by-training-seed``
+``results``); labels from several RUN_DIRs appear side by side. Results of HEAR tasks
+also go to ``results.leaderboard.csv``, rows in the HEAR leaderboard's layout (``submission``). ``--by-training-seed``
 pools labels ``<recipe>-seed<N>`` into one row per recipe (see ``training_seeds``).
 """
 from __future__ import annotations
@@ -13,7 +14,8 @@ import sys
 from pathlib import Path
 
 from encodecmae_hear.errors import UserError
-from encodecmae_hear.evaluate import report, results, suites, training_seeds
+from encodecmae_hear import files
+from encodecmae_hear.evaluate import report, results, submission, suites, training_seeds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     out = Path(args.out or args.runs[0])
     paths = report.write_tables(rows, out, stem=args.stem, note=note)
+    leaderboard = submission.leaderboard_csv(rows, submission.urls(args.runs))
+    if leaderboard is not None:
+        paths["leaderboard"] = out / f"{args.stem}.leaderboard.csv"
+        files.write_text(paths["leaderboard"], leaderboard)
     if not args.no_plot:
         paths["plot"] = report.plot(rows, out / f"{args.stem}.png")
     print(report.markdown(rows, note))

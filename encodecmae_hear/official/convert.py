@@ -29,7 +29,8 @@ from encodecmae_hear.errors import UserError
 from encodecmae_hear.files import sha256_of
 from encodecmae_hear.model import frontend as fe
 from encodecmae_hear.model.config import CODEBOOK_WEIGHTS, SAMPLE_RATE, ModelConfig
-from encodecmae_hear.model.encodec import ENV_VAR, OFFICIAL_FILE, build_encodec, weights_from_env
+from encodecmae_hear.hub.encodec_weights import EncodecWeightsError, encodec_weights
+from encodecmae_hear.model.encodec import build_encodec
 from encodecmae_hear.official.gin import GinConfig, GinError, Ref
 
 _STACK = r"encoder_layers\.(\d+)\.(att_layer\.w[qkvo]\.weight|ff_layer\.[02]\.(?:weight|bias)|norm[12]\.(?:weight|bias))"
@@ -209,18 +210,23 @@ def _stream_weights(streams: int):
     return CODEBOOK_WEIGHTS if streams == len(CODEBOOK_WEIGHTS) else (1.0,) * streams
 
 
-def _encodec_encoder_state(weights: str | None, path) -> dict:
-    weights = weights or weights_from_env()
-    if weights is None:
+def _encodec_encoder_state(weights: str | None, path, download: bool) -> tuple[dict, str]:
+    """The official EnCodec encoder's weights, for a file that lacks them: given, cached, or
+    (for a published model the user named) downloaded. -> (state, where they came from)."""
+    try:
+        found, _ = encodec_weights(weights, download=download)
+    except EncodecWeightsError as err:
         raise OfficialCheckpointError(
             f"{path}: this EnCodec-input model's file has no EnCodec encoder weights "
-            f"(wav_encoder.encoder.*); give the official EnCodec file {OFFICIAL_FILE} with "
-            f"encodec_weights=... / --encodec-weights or ${ENV_VAR}")
-    return {f"frontend.encoder.{k}": v for k, v in build_encodec(weights).encoder.state_dict().items()}
+            f"(wav_encoder.encoder.*): {err}; `python -m encodecmae_hear fetch --encodec` "
+            f"downloads them") from None
+    state = {f"frontend.encoder.{k}": v for k, v in build_encodec(found).encoder.state_dict().items()}
+    return state, str(found)
 
 
 def convert(obj: dict, path="checkpoint", gin_text: str | None = None,
-            encodec_weights: str | None = None, sha256: str | None = None) -> Converted:
+            encodec_weights: str | None = None, sha256: str | None = None,
+            download_encodec: bool = False) -> Converted:
     """A loaded official checkpoint -> its config, weights, tokenizer and provenance."""
     layout = detect_layout(obj)
     if layout is None:
@@ -238,8 +244,8 @@ def convert(obj: dict, path="checkpoint", gin_text: str | None = None,
     config, notes = build_config(state, gin, layout, path)
     encodec_source = "checkpoint"
     if config.frontend == "encodec" and not any(k.startswith("frontend.encoder.") for k in state):
-        state.update(_encodec_encoder_state(encodec_weights, path))
-        encodec_source = str(encodec_weights or weights_from_env())
+        encoder_state, encodec_source = _encodec_encoder_state(encodec_weights, path, download_encodec)
+        state.update(encoder_state)
     tokenizer = _tokenizer_state(obj["state_dict"], state, ignored)
     reasons = sorted(set(ignored.values()))
     provenance = {
@@ -277,9 +283,12 @@ def describe(config) -> str:
     return f"{'ec' if config.frontend == 'encodec' else 'mel256'}-ec-{size}{st}"
 
 
-def read_official(path, obj=None, gin_path=None, encodec_weights=None) -> Converted:
+def read_official(path, obj=None, gin_path=None, encodec_weights=None,
+                  download_encodec: bool = False) -> Converted:
     """An official file -> `Converted`. `obj` is the file's content if already loaded.
-    For v1 files the gin config is `gin_path`, else `config.gin` beside the file."""
+    For v1 files the gin config is `gin_path`, else `config.gin` beside the file.
+    `download_encodec` lets an EnCodec-input file without its encoder fetch the official
+    EnCodec weights (a published model the user named; never for a local file)."""
     path = Path(path)
     if obj is None:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -287,4 +296,4 @@ def read_official(path, obj=None, gin_path=None, encodec_weights=None) -> Conver
     if detect_layout(obj) == "v1":
         gin_file = Path(gin_path) if gin_path else path.with_name("config.gin")
         gin_text = gin_file.read_text() if gin_file.is_file() else None
-    return convert(obj, path, gin_text, encodec_weights, sha256_of(path))
+    return convert(obj, path, gin_text, encodec_weights, sha256_of(path), download_encodec)

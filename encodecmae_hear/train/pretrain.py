@@ -3,11 +3,14 @@
     python -m encodecmae_hear pretrain --data corpus.jsonl --out runs/base --preset base
     torchrun --nproc_per_node=2 -m encodecmae_hear pretrain --data ... --out ...
 
-Targets come from the official EnCodec 24 kHz weights when given (--encodec-weights or
-$ENCODECMAE_ENCODEC_WEIGHTS; provenance targets = "encodec-official"). Without them
-EnCodec is built untrained and its 8 codebooks are k-means-initialised on a sample of
-the corpus ("encodec-untrained-kmeans"); the fitted tokenizer is stored in every
-checkpoint, so a resumed run keeps the same targets.
+Targets come from the official EnCodec 24 kHz weights (provenance targets =
+"encodec-official"): a file given with --encodec-weights or $ENCODECMAE_ENCODEC_WEIGHTS,
+else the torch hub cache, else downloaded there by the URL of the `encodec` package, its
+sha256 checked on every use (hub/encodec_weights.py). When they cannot be had the run
+stops and says how to go on. Only `--targets encodec-untrained` builds EnCodec untrained
+and k-means-initialises its 8 codebooks on a sample of the corpus
+("encodec-untrained-kmeans"). The tokenizer is stored in every checkpoint, so a resumed
+run keeps the same targets.
 
 An untrained EnCodec's codes follow the waveform's fine structure (phase) more than its
 spectrum, so a mel-frontend model cannot predict them from context and learns little
@@ -29,13 +32,8 @@ import torch.distributed as dist
 
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.config import FRONTENDS, HOP_LENGTH, PRESETS, ModelConfig, preset
-from encodecmae_hear.model.encodec import (
-    CODEBOOK_SIZE,
-    ENV_VAR,
-    EncodecTokenizer,
-    build_encodec,
-    weights_from_env,
-)
+from encodecmae_hear.hub.encodec_weights import EncodecWeightsError, encodec_weights
+from encodecmae_hear.model.encodec import CODEBOOK_SIZE, ENV_VAR, EncodecTokenizer, build_encodec
 from encodecmae_hear.model.mae import EncodecMAE
 from encodecmae_hear.train.objectives import EncodecTargets, FrontendFeatures, KMeansTargets, teacher_kmeans
 from encodecmae_hear.train.provenance import base_record
@@ -44,23 +42,26 @@ from encodecmae_hear.train.teachers import TEACHERS, parse_teachers
 from encodecmae_hear.train.teachers.streams import chosen_teachers, teacher_streams
 
 UNTRAINED_TARGETS_WARNING = (
-    f"warning: no EnCodec weights (--encodec-weights FILE or ${ENV_VAR}): the targets will "
-    f"be the codes of an untrained EnCodec whose codebooks are k-means-fitted on this corpus "
-    f"(targets \"encodec-untrained-kmeans\"), not the paper's EnCodec codes, and a mel-frontend "
-    f"model learns little from them; without the weights, --targets mel-kmeans gives learnable "
-    f"targets (docs/TRAINING.md)")
+    "warning: --targets encodec-untrained: the targets will be the codes of an untrained "
+    "EnCodec whose codebooks are k-means-fitted on this corpus (targets "
+    "\"encodec-untrained-kmeans\"), not the paper's EnCodec codes, and a mel-frontend model "
+    "learns little from them; --targets mel-kmeans gives learnable targets (docs/TRAINING.md)")
+# --targets -> the objective a run keeps (a resumed run must ask for the same)
+OBJECTIVES = {"encodec": "encodec", "encodec-untrained": "encodec", "mel-kmeans": "kmeans"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="base", help="model size")
     parser.add_argument("--frontend", choices=FRONTENDS, default="mel256", help="input features")
     parser.add_argument("--encodec-weights", default=None,
-                        help="official EnCodec 24 kHz weights (file); default: $ENCODECMAE_ENCODEC_WEIGHTS")
+                        help=f"official EnCodec 24 kHz weights (file); default: ${ENV_VAR}, else the "
+                             f"torch hub cache, else downloaded there (sha256 checked)")
     parser.add_argument("--codebook-clips", type=int, default=128,
                         help="4 s crops to k-means-initialise untrained EnCodec codebooks on")
     parser.add_argument("--codebook-iters", type=int, default=20, help="k-means iterations per codebook")
-    parser.add_argument("--targets", choices=("encodec", "mel-kmeans"), default="encodec",
-                        help="EnCodec RVQ codes (the paper's), or k-means ids of the log-mel frames")
+    parser.add_argument("--targets", choices=tuple(OBJECTIVES), default="encodec",
+                        help="EnCodec RVQ codes of the official EnCodec (the paper's), of an untrained "
+                             "EnCodec with k-means-fitted codebooks, or k-means ids of the log-mel frames")
     parser.add_argument("--clusters", type=int, default=512, help="mel-kmeans: number of clusters")
     parser.add_argument("--kmeans-clips", type=int, default=256, help="mel-kmeans: crops to fit on")
     parser.add_argument("--teachers", default="",
@@ -121,10 +122,12 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher_cache and not parse_teachers(args.teachers):
         raise UserError("--teacher-cache holds teachers' features: it needs --teachers")
     proc, log, cfg, source, resume = start_run(args)
-    objective_of = {"encodec": "encodec", "mel-kmeans": "kmeans"}
-    if resume is not None and resume["provenance"].get("objective") != objective_of[args.targets]:
+    if resume is not None:
         kind = resume["provenance"].get("targets")
-        raise UserError(f"{args.out} was trained with targets {kind!r}; pass the same --targets")
+        untrained = kind == "encodec-untrained-kmeans"
+        if resume["provenance"].get("objective") != OBJECTIVES[args.targets] or \
+                (args.targets.startswith("encodec") and untrained != (args.targets == "encodec-untrained")):
+            raise UserError(f"{args.out} was trained with targets {kind!r}; pass the same --targets")
     if args.targets == "mel-kmeans":
         config = ModelConfig.from_dict(resume["config"]) if resume else preset(args.preset, args.frontend)
         torch.manual_seed(cfg.seed + 1)
@@ -138,8 +141,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer, kind = None, "kmeans-mel-frames" + "".join(f"+{r['name']}" for r in teachers)
         extra = {"kmeans": objective.settings, **({"teachers": teachers} if teachers else {})}
     else:
-        model, objective, tokenizer, kind, weights = encodec_setup(args, cfg, source, proc, log, resume)
-        extra = {"encodec_weights": str(weights) if weights else None}
+        model, objective, tokenizer, kind, extra = encodec_setup(args, cfg, source, proc, log, resume)
     size = resume["provenance"].get("preset", args.preset) if resume else args.preset
     provenance = base_record(
         trained=True, targets=kind, objective=objective.name, preset=size,
@@ -149,14 +151,33 @@ def run(args: argparse.Namespace) -> int:
                              resume=resume, tokenizer=tokenizer)
 
 
+def official_encodec(given, proc, log):
+    """The official EnCodec weights' path: given, cached or downloaded by rank 0 while the
+    other ranks wait, then checked by every rank. Stops in one line when not to be had."""
+    try:
+        if proc.main:
+            path, sha256 = encodec_weights(given, download=True)
+            log(f"EnCodec targets from {path} (sha256 {sha256[:12]}...)")
+        if proc.world > 1:
+            dist.barrier()
+        if not proc.main:
+            path, sha256 = encodec_weights(given, download=False)
+    except EncodecWeightsError as err:
+        raise UserError(str(err)) from None
+    return path, sha256
+
+
 def encodec_setup(args, cfg, source, proc, log, resume):
-    """The paper's targets: model, EncodecTargets, tokenizer, targets kind, weights file."""
-    weights = args.encodec_weights or weights_from_env()
-    if proc.main and not weights and (resume is None or resume["provenance"].get("targets")
-                                      == "encodec-untrained-kmeans"):
-        log(UNTRAINED_TARGETS_WARNING)
+    """The paper's targets: model, EncodecTargets, tokenizer, targets kind, and the
+    provenance of the EnCodec weights (file, sha256)."""
+    weights = sha256 = None
+    if args.targets == "encodec-untrained":
+        if proc.main:
+            log(UNTRAINED_TARGETS_WARNING)
+    elif resume is None:  # a resumed run's tokenizer is in its checkpoint
+        weights, sha256 = official_encodec(args.encodec_weights, proc, log)
     torch.manual_seed(cfg.seed)
-    encodec = build_encodec(weights if resume is None else None)
+    encodec = build_encodec(weights)
     tokenizer = EncodecTokenizer(encodec)
     if resume is not None:  # the checkpoint's config wins over --preset / --frontend
         config = ModelConfig.from_dict(resume["config"])
@@ -173,4 +194,5 @@ def encodec_setup(args, cfg, source, proc, log, resume):
     if resume is not None:
         model.load_state_dict(resume["model"], strict=True)
     objective = EncodecTargets(tokenizer, config, kind, share_frontend=share)
-    return model, objective, tokenizer, kind, weights
+    return model, objective, tokenizer, kind, {"encodec_weights": str(weights) if weights else None,
+                                               "encodec_weights_sha256": sha256}
