@@ -150,3 +150,27 @@ class StandInHub:
             request.send_header("X-Repo-Commit", commit)
         request.send_header("Content-Length", "0")
         request.end_headers()
+
+
+def main() -> None:
+    """`python -m tests.hub_server`: serve the official-format test fixtures as the hub
+    would (`mel256-ec-base_st`, `mel256-ec-base`, `v1/base`) until Ctrl-C, to try the
+    commands by hand with HF_ENDPOINT set to the printed address."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "official"
+    hub = StandInHub()
+    hub.publish("lpepino/encodecmae-v2", {"mel256-ec-base_st.pt": (fixtures / "mel256_st.pt").read_bytes(),
+                                          "mel256-ec-base.pt": (fixtures / "mel256.pt").read_bytes()})
+    hub.publish("lpepino/encodecmae-base", {name: (fixtures / "v1_ec" / name).read_bytes()
+                                            for name in ("model.pt", "config.gin")})
+    hub.start()
+    print(f"HF_ENDPOINT={hub.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        hub.stop()
+
+
+if __name__ == "__main__":
+    main()

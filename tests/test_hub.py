@@ -317,3 +317,14 @@ def test_a_hear_run_of_a_published_name_gives_heareval_a_file_and_records_where_
     runner.write_run_json(plan)
     run = json.loads((plan.label_dir / "run.json").read_text())
     assert run["model"] == plan.model and run["published"]["commit"] == hub.repos[V2_REPO]["main"]
+
+
+def test_load_model_without_a_path_says_once_which_model_it_gives():
+    code = "import encodecmae_hear as E; E.load_model(); E.load_model()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("bundled default model") == 1 and NAME in result.stderr
+    quiet = subprocess.run([sys.executable, "-c", f"import encodecmae_hear as E; E.load_model({str(ROOT / 'checkpoints' / 'default.pt')!r})"],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert quiet.returncode == 0 and "bundled default model" not in quiet.stderr
