@@ -206,8 +206,9 @@ def load_audio(path, sample_rate: int) -> torch.Tensor:
     (files.regular_file: a FIFO or a folder is a ValueError, a missing or unreadable file
     an OSError naming it; a name that is not UTF-8 is read like any other). The file is
     decoded READ_BLOCK frames at a time, so memory follows the audio actually decoded,
-    not what the header claims (a damaged header may claim hours). A rate `resample`
-    does not take is a ValueError before any decoding."""
+    not what the header claims (a damaged header may claim hours; where decoding then
+    fails it is a ValueError saying so). A rate `resample` does not take is a ValueError
+    before any decoding."""
     source = path if hasattr(path, "read") else regular_file(path)
     pieces = []
     with sf.SoundFile(source) as f:
@@ -215,7 +216,13 @@ def load_audio(path, sample_rate: int) -> torch.Tensor:
         if rate != sample_rate:
             check_rate(rate)
         while True:
-            data = f.read(READ_BLOCK, dtype="float32", always_2d=True)  # (frames, channels)
+            try:
+                data = f.read(READ_BLOCK, dtype="float32", always_2d=True)  # (frames, channels)
+            except RuntimeError as err:  # libsndfile, when a header claims more than is there
+                done = sum(map(len, pieces))
+                raise ValueError(f"damaged: decoding stopped after {done / rate:.4g} s of the "
+                                 f"{f.frames / rate:.6g} s its header claims "
+                                 f"({getattr(err, 'error_string', err)})") from None
             if data.shape[0] == 0:
                 break
             pieces.append(data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32))

@@ -120,7 +120,7 @@ class ManifestSource(Dataset):
         records = read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
         # numpy arrays, not lists of Python objects: forked workers share them without
         # copying pages (refcount updates would copy a list of millions of dicts).
-        self.paths = np.array([r["path"].encode() for r in records])
+        self.paths = np.array([os.fsencode(r["path"]) for r in records])  # names not UTF-8 too
         durations = np.array([r["duration"] for r in records], dtype=np.float64)
         self.crop_seconds, self.crop_samples = crop_seconds, int(crop_seconds * SAMPLE_RATE)
         counts = np.maximum(1, (durations // crop_seconds).astype(np.int64))
@@ -133,7 +133,7 @@ class ManifestSource(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, entry = key
-        path = self.paths[self.file_of[entry]].decode()
+        path = os.fsdecode(self.paths[self.file_of[entry]])
         return _load(path, path, crop_rng(self.seed, epoch, int(entry)), self.crop_samples)
 
     def sample(self, count: int, seed: int) -> list[Crop]:

@@ -42,11 +42,15 @@ def find_audio(roots, outside: bool = False) -> walk.Found:
 def describe(path: Path, min_seconds: float) -> tuple[dict | None, str | None]:
     """-> (manifest record, None) or (None, reason it is skipped)."""
     try:
-        info = sf.info(files.regular_file(path))
+        with sf.SoundFile(files.regular_file(path)) as info:
+            if info.frames > 0 and info.samplerate > 0 and not _ends_where_it_says(info):
+                return None, (f"damaged: its header claims {info.frames / info.samplerate:.6g} s "
+                              f"but the audio ends sooner")
     except OSError as err:
         return None, f"unreadable: {err.strerror or err}"
     except Exception as err:  # soundfile raises RuntimeError/LibsndfileError/TypeError
-        return None, f"unreadable: {' '.join(str(err).split())[:160]}"
+        why = getattr(err, "error_string", None) or str(err)
+        return None, f"unreadable: {' '.join(why.split())[:160]}"
     if info.frames <= 0 or info.samplerate <= 0:
         return None, "empty"
     try:
@@ -61,12 +65,22 @@ def describe(path: Path, min_seconds: float) -> tuple[dict | None, str | None]:
             "frames": int(info.frames)}, None
 
 
+def _ends_where_it_says(f: sf.SoundFile) -> bool:
+    """Whether the last frame the header promises can be read: a damaged header that
+    claims hours would otherwise weigh the file by hours in training."""
+    try:
+        f.seek(f.frames - 1)
+        return f.read(1, dtype="float32").shape[0] == 1
+    except Exception:  # libsndfile: "Internal psf_fseek() failed." and the like
+        return False
+
+
 def read_manifest(path, needs: tuple[str, ...] = ("path", "duration")) -> list[dict]:
     """The records of a manifest, each with the keys `needs` (training needs durations,
     embedding only paths); a missing, empty or malformed one is a UserError."""
     records = []
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")
     except OSError as err:
         raise UserError(f"cannot read manifest {shown(path)}: {err.strerror}") from None
     with f:
@@ -88,17 +102,16 @@ def read_manifest(path, needs: tuple[str, ...] = ("path", "duration")) -> list[d
 
 
 def _numbered_lines(f, path):
-    """(number, line) of a text file read as UTF-8; bytes that are not UTF-8 are a
-    UserError naming the line (JSON lines are UTF-8; a path that is not UTF-8 is written
-    as JSON escapes, as `manifest` does)."""
-    number = 0
-    try:
-        for number, line in enumerate(f, 1):
-            yield number, line
-    except UnicodeDecodeError as err:
-        raise UserError(f"{shown(path)}:{number + 1}: not UTF-8 text ({err.reason} at byte "
-                        f"{err.start} of a block); a manifest is JSON lines in UTF-8 "
-                        f"(write it with the `manifest` command)") from None
+    """(number, line) of a file opened in binary, each line decoded as UTF-8; bytes that
+    are not UTF-8 are a UserError naming the line (JSON lines are UTF-8; a path that is
+    not UTF-8 is written as JSON escapes, as `manifest` does)."""
+    for number, raw in enumerate(f, 1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{shown(path)}:{number}: not UTF-8 text ({err.reason} at byte "
+                            f"{err.start} of the line); a manifest is JSON lines in UTF-8 "
+                            f"(write it with the `manifest` command)") from None
 
 
 def scan(roots, min_seconds: float = 0.2, outside: bool = False) -> tuple[list[dict], list[tuple[Path, str]]]:
