@@ -191,12 +191,13 @@ def claim_folder(folder: str | os.PathLike) -> None:
                 free = False
             if free:  # nobody writes here: record who does now, tidy up, then share
                 os.ftruncate(lock, 0)
-                os.pwrite(lock, f"{me} (pid {os.getpid()})\n".encode(), 0)
+                record = me if me == f"pid {os.getpid()}" else f"{me} (pid {os.getpid()})"
+                os.pwrite(lock, f"{record}\n".encode(), 0)
                 remove_stale_temps(folder)
                 fcntl.flock(lock, fcntl.LOCK_SH)
             else:
                 owner = os.pread(lock, 4096, 0).decode("utf-8", "replace").strip()
-                if not owner.startswith(me + " "):
+                if owner != me and not owner.startswith(me + " ("):
                     raise FolderInUse(
                         f"{shown(folder)} is being written by another run ({owner or 'unknown'}); "
                         f"wait for it to end, or choose another output folder")
