@@ -48,6 +48,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **open_options) -> It
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk mid-write: name the file (torch.save does not)
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         with contextlib.suppress(OSError):  # e.g. a read-only place: the first error tells
             tmp.unlink(missing_ok=True)

@@ -404,6 +404,15 @@ def test_a_full_disk_ends_in_one_line(tmp_path, monkeypatch, capsys):
     assert "the disk is full" in one_line(capsys, "init")
 
 
+def test_a_write_that_fails_midway_names_its_file(tmp_path):
+    with pytest.raises(OSError) as info:
+        with files.atomic_open(tmp_path / "x.bin") as f:
+            f.write(b"some")
+            raise OSError(28, "No space left on device")  # as torch.save raises it
+    assert info.value.filename == str(tmp_path / "x.bin") and info.value.errno == 28
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
 def test_bad_arguments_end_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["embed", "--batch", "many"])
