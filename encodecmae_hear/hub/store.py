@@ -24,6 +24,7 @@ import json
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,7 +60,10 @@ def endpoint() -> str:
 
 
 def offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
+    """HF_HUB_OFFLINE now, or when huggingface_hub was imported (it reads it only then)."""
+    constants = sys.modules.get("huggingface_hub.constants")
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE or \
+        bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
 def cache_dir() -> Path:
@@ -167,6 +171,7 @@ def _download(published: Published, revision: str) -> list[str]:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -186,6 +191,10 @@ def _download(published: Published, revision: str) -> list[str]:
         raise HubError(f"{published.name}: {published.repo} has no revision {revision!r}"
                        f"{' (the commit it was pinned to)' if revision != 'main' else ''}; "
                        f"ask for revision='main' to fetch the current file") from None
+    except LocalEntryNotFoundError:  # offline since huggingface_hub's import, or no connection
+        raise HubError(f"{published.name} ({published.repo}/{published.filename}) is not in the local "
+                       f"cache {cache_dir()} and huggingface_hub cannot download: "
+                       f"{by_hand(published)}") from None
     except EntryNotFoundError:
         names = listed_names(published.repo) if published.repo == V2_REPO else None
         listing = f"; the names there: {', '.join(names)}" if names else ""
