@@ -126,6 +126,8 @@ class HearModel(nn.Module):
         and with 1 thread 1.1x the time in batches of 4 or 16 than of 1."""
         if device.type != "cpu":
             return self.chunk_batch_size
+        if self.compute_dtype == "int8":  # dynamic int8 scales a call's activations by their
+            return 1  # range: one window a call keeps a sound's embedding batch-independent
         return min(self.chunk_batch_size, CPU_WINDOWS_PER_THREAD * torch.get_num_threads())
 
     def frontend_features(self, wav: torch.Tensor) -> torch.Tensor:
