@@ -80,7 +80,7 @@ demo: $(STAMP) ## install if needed, validate the bundled model, time embeddings
 	$(PY) -m encodecmae_hear demo $(if $(MODEL),--model $(MODEL))
 
 # MODEL: a checkpoint file, a bundled or local name, or a published name (mel256-ec-base_st).
-fetch: $(STAMP) ## MODEL=mel256-ec-base_st [REVISION=]: fetch a published model, print its path
+fetch: $(STAMP) ## MODEL=mel256-ec-base_st [REVISION=]: fetch a published model, print path
 	$(PY) -m encodecmae_hear fetch $(MODEL) $(if $(REVISION),--revision $(REVISION))
 
 models: $(STAMP) ## the models a MODEL= name loads: bundled, local, fetched, published

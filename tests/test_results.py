@@ -348,3 +348,17 @@ def test_no_leaderboard_file_when_no_hear_task_was_run(tmp_path):
     write_result(run_dir, "ours", 0, "synthetic_scene_kfold", kfold_scores([0.5, 0.6]))
     assert main(["hear-table", "--runs", str(run_dir), "--no-plot"]) == 0
     assert not (run_dir / "results.leaderboard.csv").exists()
+
+
+def test_the_table_names_each_labels_worst_task(tmp_path):
+    run_dir = tmp_path / "runs"
+    write_result(run_dir, "a", 0, ESC, kfold_scores([0.9, 0.9]))
+    write_result(run_dir, "a", 0, FSD, trainvaltest_scores(0.3, "mAP"))
+    write_result(run_dir, "b", 0, ESC, kfold_scores([0.2, 0.2]))
+    write_result(run_dir, "b", 0, FSD, trainvaltest_scores(0.6, "mAP"))
+    assert main(["hear-table", "--runs", str(run_dir), "--no-plot"]) == 0
+    worst_line = next(line for line in (run_dir / "results.md").read_text().splitlines()
+                      if line.startswith("| **Worst**"))
+    cells = [c.strip() for c in worst_line.strip("|").split("|")]
+    assert cells[3].startswith("30.00 (") and "FSD50K" in cells[3]
+    assert cells[4].startswith("20.00 (") and "ESC" in cells[4]

@@ -61,6 +61,11 @@ def markdown(rows: list[Row], note: str = "") -> str:
         row = overall.get(label)
         mean_line.append(f"{_pct(row.mean)} ({_tasks(row.n_tasks)})" if row else "—")
     out.append("| " + " | ".join(mean_line) + " |")
+    worst_line = ["**Worst**", "", ""]
+    for label in labels:
+        row = worst(rows, label)
+        worst_line.append(f"{_pct(row.mean)} ({row.title})" if row else "—")
+    out.append("| " + " | ".join(worst_line) + " |")
 
     normalised_tasks = [(t, title) for t, title in tasks
                         if any(cells.get((t, l)) and cells[(t, l)].normalised is not None
@@ -91,6 +96,17 @@ def markdown(rows: list[Row], note: str = "") -> str:
         out.append(f"- `{label}`: model `{row.model if row else ''}`, options `{options}`, "
                    f"seeds {seeds}")
     return "\n".join(out) + "\n"
+
+
+def worst(rows: list[Row], label: str) -> Row | None:
+    """A label's weakest task: the lowest score against the leaderboard's best when every
+    task has one, else the lowest score (a mean hides what a model lost)."""
+    own = [r for r in rows if r.label == label and r.task != OVERALL and not math.isnan(r.mean)]
+    if not own:
+        return None
+    if all(r.normalised is not None for r in own):
+        return min(own, key=lambda r: r.normalised)
+    return min(own, key=lambda r: r.mean)
 
 
 CSV_COLUMNS = ("label", "model", "task", "title", "folder", "metric", "n_seeds", "seeds",
