@@ -100,3 +100,53 @@ def test_distill_command_with_the_bundled_teacher(tmp_path):
     assert distill["blocks"] == [0, 1, 2, 3, 4] and distill["standardised"] is True
     assert model.output == "distill" and model.timestamp_embedding_size == 5 * 256
     assert [m["step"] for m in metrics(tmp_path / "run")] == [1, 2]
+
+
+# ---- the recipe, pinned against values worked out by hand ----
+
+class ScriptedTeacher(torch.nn.Module):
+    """A stand-in teacher whose blocks are fixed tensors: block b, frame i, channel 0 is
+    10 b + i and channel 1 is -i (6 frames, 2 channels), whatever the audio."""
+
+    num_layers = 1
+
+    def encode(self, wav, lengths=None, with_input=True):
+        i = torch.arange(6.0)
+        return [torch.stack([10 * b + i, -i], -1)[None].expand(wav.shape[0], -1, -1) for b in range(2)]
+
+
+def test_targets_are_the_teacher_blocks_standardised_with_its_statistics_then_averaged_in_threes():
+    stats = {"mean": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "std": torch.tensor([[2.0, 4.0], [0.5, 1.0]])}
+    wav = torch.zeros(1, 6 * 320)  # six teacher frames, two student frames
+    targets = TeacherTargets(ScriptedTeacher(), (0, 1), stats).targets(wav, None, None)
+    # Frames 0-2 average to i = 1, frames 3-5 to i = 4.
+    # Block 0: channel 0 (1 - 1) / 2, (4 - 1) / 2; channel 1 (-1 - 2) / 4, (-4 - 2) / 4.
+    torch.testing.assert_close(targets["blocks"][0][0], torch.tensor([[0.0, -0.75], [1.5, -1.5]]))
+    # Block 1: channel 0 (11 - 3) / 0.5, (14 - 3) / 0.5; channel 1 (-1 - 4) / 1, (-4 - 4) / 1.
+    torch.testing.assert_close(targets["blocks"][1][0], torch.tensor([[16.0, -5.0], [22.0, -8.0]]))
+    assert targets["valid"].tolist() == [2]
+    raw = TeacherTargets(ScriptedTeacher(), (1,)).targets(wav, None, None)["blocks"][0][0]
+    torch.testing.assert_close(raw, torch.tensor([[11.0, -1.0], [14.0, -4.0]]))
+
+
+def test_loss_is_l1_minus_log_sigmoid_cosine_averaged_over_valid_frames_then_blocks():
+    objective = TeacherTargets(ScriptedTeacher(), (0, 1))
+    # Block 0: frame 0 pred (1, 0), target (0, 2): L1 (1 + 2) / 2 = 1.5, cosine 0;
+    #          frame 1 pred (3, 4), target (4, 3): L1 (1 + 1) / 2 = 1, cosine 24 / 25;
+    #          frame 2 is past the valid frames (anything there is ignored).
+    # Block 1: the prediction equals the target: L1 0, cosine 1 on both valid frames.
+    pred0 = torch.tensor([[[1.0, 0.0], [3.0, 4.0], [50.0, -7.0]]])
+    target0 = torch.tensor([[[0.0, 2.0], [4.0, 3.0], [0.0, 0.0]]])
+    same = torch.tensor([[[2.0, 1.0], [-1.0, 5.0], [1.0, 1.0]]])
+    out = {"predictions": [pred0, same], "valid": torch.tensor([3])}
+    targets = {"blocks": [target0, same.clone()], "valid": torch.tensor([2])}
+    got = objective.loss(out, targets)
+
+    def term(l1, cos):  # l1 - log(sigmoid(cos)) = l1 + log(1 + e^-cos)
+        return l1 + math.log1p(math.exp(-cos))
+
+    block0 = (term(1.5, 0.0) + term(1.0, 0.96)) / 2
+    block1 = term(0.0, 1.0)
+    assert float(got["loss"]) == pytest.approx((block0 + block1) / 2, rel=1e-6)
+    assert float(got["l1"]) == pytest.approx((1.25 + 0.0) / 2, rel=1e-6)
+    assert float(got["cosine"]) == pytest.approx((0.48 + 1.0) / 2, rel=1e-6)

@@ -251,3 +251,56 @@ def test_pretrain_with_teachers_resumes_with_identical_targets(tmp_path):
     wrong = cli("pretrain", *tiny_args(manifest, out, 4, *extra[:-4]), "--teachers", "vad", "--resume")
     said, _ = wrong.communicate(timeout=120)
     assert wrong.returncode == 2 and "pass the same --teachers" in said, said
+
+
+# ---- each teacher's time axis, against its documented hop and window ----
+# The networks are replaced by readouts of the signal itself, so a feature's time is the
+# time of the audio it came from; the expectations come from the teachers' documented
+# framing (GE2E: centred 25 ms STFT every 10 ms, frame j at j / 100 s; Silero: 512-sample
+# chunks after 64 samples of context, chunk j at (512 j + 256) / 16000 s) and from the
+# mel256 frame k's Kaldi window [318 k, 318 k + 637) at 24 kHz, centred at 318 k + 318.
+
+def frame_power(mels: torch.Tensor) -> torch.Tensor:
+    return mels.sum(-1, keepdim=True)  # (B, J, 1): a click's power in each 10 ms frame
+
+
+def test_ge2e_frames_are_timed_at_their_stft_centres(teachers, monkeypatch):
+    speaker = teachers["resemblyzer"]
+    monkeypatch.setattr(speaker, "embeddings", frame_power)
+    wav16 = torch.zeros(1, 16_000)
+    wav16[0, 160 * 40] = 0.5  # a click at 0.400 s: the centre of 10 ms frame 40
+    grid = torch.arange(1000, dtype=torch.float64) / 1000  # every ms of the second
+    power = speaker.features_16k(wav16, torch.tensor([16_000]), grid)[0, :, 0]
+    assert float(grid[int(power.argmax())]) == pytest.approx(0.400, abs=1e-9)
+    # Through the whole path (24 kHz, resampling, the mel256 grid): a click at 0.53 s, the
+    # centre of mel frame 39 (318 * 39 + 318 = 12,720) and of 10 ms frame 53, peaks there.
+    wav = torch.zeros(1, 48_000)
+    wav[0, 12_720] = 0.5
+    assert int(speaker.frame_features(wav)[0, :, 0].argmax()) == 39
+
+
+class ChunkMean(torch.nn.Module):
+    """Stands in for Silero's network: h is the mean of the chunk's 512 new samples."""
+
+    def forward(self, x, state):
+        h = x[:, 64:].mean(-1, keepdim=True).expand(-1, 128)  # (B, 128)
+        return h[:, 0], torch.stack([h, state[1]])
+
+
+def test_silero_chunks_are_timed_at_their_centres(teachers, monkeypatch):
+    vad = teachers["vad"]
+    monkeypatch.setattr(vad, "model", ChunkMean())
+    # A ramp equal to its own time: chunk j's mean is the time of its middle,
+    # (512 j + 255.5) / 16000 s, so read at any time between chunk centres it gives that
+    # time less half a sample.
+    wav16 = (torch.arange(32 * 512, dtype=torch.float64) / 16_000).float()[None]
+    centres = torch.linspace(0.02, 1.0, 97, dtype=torch.float64)
+    got = vad.features_16k(wav16, torch.tensor([wav16.shape[1]]), centres)[0, :, 0].double()
+    torch.testing.assert_close(got, centres - 0.5 / 16_000, atol=2e-6, rtol=0)
+    # Through the whole path: a 24 kHz ramp reads, at mel frame k, 318 (k + 1) / 24000 s.
+    wav = (torch.arange(48_000, dtype=torch.float64) / 24_000).float()[None]
+    features = vad.frame_features(wav)[0, :, 0].double()
+    expected = 318 * (torch.arange(features.shape[0], dtype=torch.float64) + 1) / 24_000
+    inner = slice(3, -3)  # away from the ends, where chunks are zero-padded and values held
+    # (the resampler's gain at low frequencies is 1 within 0.1 %: the ramp comes out 0.05 % low)
+    torch.testing.assert_close(features[inner], expected[inner] - 0.5 / 16_000, atol=2e-4, rtol=1e-3)
