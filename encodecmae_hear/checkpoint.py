@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from encodecmae_hear import files
-from encodecmae_hear.errors import UserError
+from encodecmae_hear.errors import UserError, one_line
 from encodecmae_hear.locate import (  # noqa: F401  (re-exported: where checkpoints are found)
     CHECKPOINT_DIR_ENV,
     DEFAULT_CHECKPOINT_ENV,
@@ -127,7 +127,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(_refusal(path, err)) from None
     except Exception as err:  # torch raises many kinds on damaged files
         raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or corrupt?): "
-                              f"{_one_line(err, 200)}") from None
+                              f"{one_line(err, 200)}") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(payload).__name__}")
     if payload.get("format") != FORMAT:
@@ -161,7 +161,7 @@ def _refusal(path: Path, err: Exception) -> str:
             if path.suffix.lower() == ".onnx" else ""
         return (f"{path}: not a PyTorch checkpoint file: it starts with bytes {head!r}, not a "
                 f"zip archive or a pickle{onnx}")
-    said = " ".join(str(err).split())
+    said = one_line(err)
     detail = said[said.find("Trying to load"):].split(". ")[0][:200] if "Trying to load" in said \
         else "unsupported content"
     return (f"{path}: refused to load: it holds Python objects beyond tensors and plain data "
@@ -231,7 +231,7 @@ def model_from_payload(payload: dict, path="checkpoint") -> EncodecMAE | MobileM
         model.load_state_dict(payload["model"], strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not match the stored config: "
-                              f"{_one_line(err)}") from None
+                              f"{one_line(err, 600)}") from None
     if payload.get("embedding_stats") is not None:
         if architecture == MOBILE:
             raise CheckpointError(f"{path}: embedding_stats are not supported for mobile models")
@@ -247,12 +247,10 @@ def tokenizer_from_payload(payload: dict, path="checkpoint"):
         tokenizer.load_state_dict(payload["tokenizer"], strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: tokenizer weights do not fit EnCodec 24 kHz: "
-                              f"{_one_line(err)}") from None
+                              f"{one_line(err, 600)}") from None
     return tokenizer
 
 
-def _one_line(err: Exception, limit: int = 600) -> str:
-    return " ".join(str(err).split())[:limit]
 
 
 def read_any(name_or_path="", revision: str | None = None) -> tuple[Path, dict]:

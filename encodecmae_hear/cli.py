@@ -18,7 +18,7 @@ import importlib
 import os
 import sys
 
-from encodecmae_hear.errors import UserError
+from encodecmae_hear.errors import UserError, one_line
 
 P = "encodecmae_hear"
 # command name -> (module[:object], one-line help)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     except UserError as err:
-        print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"{name}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout was closed by the reader (`| head`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)

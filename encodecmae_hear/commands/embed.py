@@ -40,7 +40,7 @@ from encodecmae_hear.walk import Found
 from encodecmae_hear.audio import check_audio, load_audio
 from encodecmae_hear.checkpoint import resolve_checkpoint
 from encodecmae_hear.commands import embed_plan as plan
-from encodecmae_hear.errors import UserError
+from encodecmae_hear.errors import UserError, one_line
 from encodecmae_hear.files import shown
 from encodecmae_hear.hear import DTYPES, get_scene_embeddings, get_timestamp_embeddings, load_model
 
@@ -105,7 +105,7 @@ def decode(item: plan.Item, sample_rate: int):
         return item, None, "out of memory decoding it"
     except Exception as err:  # soundfile raises LibsndfileError (a RuntimeError), TypeError
         why = getattr(err, "error_string", None) or str(err)  # libsndfile's words, not the path again
-        return item, None, f"cannot decode: {' '.join(why.split())[:300]}"
+        return item, None, f"cannot decode: {one_line(why, 300)}"
     try:
         check_audio(audio[None], sample_rate)  # the HEAR API's own input check, per file
     except ValueError as err:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
               f"sha256 {record['sha256'][:12]}")
     listed = None if args.offline else store.listed_files(V2_REPO)
     if listed is None:
-        print(f"published (not listed: offline or the hub unreachable; known names):\n  "
+        print("published (not listed: offline or the hub unreachable; known names):\n  "
               + "\n  ".join(all_known()))
         return 0
     print(f"published ({store.endpoint()}/{V2_REPO}):")

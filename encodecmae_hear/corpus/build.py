@@ -39,6 +39,7 @@ from encodecmae_hear.corpus.pack import pack
 from encodecmae_hear.corpus.parallel import default_jobs, map_in_order
 from encodecmae_hear.corpus.record import write_manifests, write_record
 from encodecmae_hear.model.config import SAMPLE_RATE
+from encodecmae_hear.errors import one_line
 
 MIN_SECONDS = 0.3
 VALID_FRACTION = 0.02
@@ -191,7 +192,7 @@ def convert_one(item: Item, out: Path) -> str:
     try:
         audio = to_mono_24k(*item.make())
     except Exception as err:  # a bad input file is never fatal
-        return f"failed {item.out}: {' '.join(str(err).split())[:120]}"
+        return f"failed {item.out}: {one_line(err, 120)}"
     if len(audio) < MIN_SECONDS * SAMPLE_RATE or not np.any(audio):
         skip_mark.parent.mkdir(parents=True, exist_ok=True)
         skip_mark.write_text("too short or silent\n")

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from encodecmae_hear import files
-from encodecmae_hear.errors import UserError
+from encodecmae_hear.errors import UserError, one_line
 from encodecmae_hear.hub.store import OFFLINE_ENV, offline, unreachable
 from encodecmae_hear.model.encodec import ENV_VAR, OFFICIAL_FILE
 
@@ -103,7 +103,7 @@ def encodec_weights(given: str | os.PathLike | None = None, *, download: bool,
         os.replace(partial, cached)
     except (OSError, RuntimeError) as err:  # no network, a 404, or a hash that does not match
         raise not_available(file_name, f"could not be downloaded from {url} "
-                                       f"({' '.join(str(err).split())[:200]})") from None
+                                       f"({one_line(err, 200)})") from None
     finally:
         partial.unlink(missing_ok=True)
     return cached, check_cached(cached, file_name)

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from encodecmae_hear import files
-from encodecmae_hear.errors import UserError
+from encodecmae_hear.errors import UserError, one_line
 from encodecmae_hear.hub.names import V2_REPO, Published, v2_names
 
 ENDPOINT_ENV = "HF_ENDPOINT"
@@ -203,7 +203,7 @@ def _download(published: Published, revision: str) -> list[str]:
     except (HfHubHTTPError, OSError, Exception) as err:  # the HTTP stack's own errors too: cut or refused
         _drop_incomplete(published.repo)
         raise HubError(f"{published.name}: download from {endpoint()} failed, nothing kept: "
-                       f"{type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
+                       f"{type(err).__name__}: {one_line(err, 300)}") from None
 
 
 def listed_names(repo: str = V2_REPO) -> list[str] | None:

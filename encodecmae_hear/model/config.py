@@ -17,6 +17,14 @@ CODEBOOK_WEIGHTS = (0.22407463, 0.1759858, 0.14499009, 0.12150037,
 FRONTENDS = ("encodec", "mel256")
 
 
+def check_keys(config_class, d: dict) -> None:
+    """A stored config names only fields of `config_class` (a dataclass)."""
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     frontend: str = "mel256"
@@ -61,10 +69,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        check_keys(cls, d)
         d = dict(d)
         if "stream_weights" in d:
             d["stream_weights"] = tuple(d["stream_weights"])

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.functional import melscale_fbanks
 
+from encodecmae_hear.model.config import check_keys
 from encodecmae_hear.model.mobile_heads import HEADS, build_head
 
 ARCHITECTURE = "mobile"           # the checkpoint config's discriminator
@@ -110,10 +111,7 @@ class MobileConfig:
         d = dict(d)
         if d.pop("architecture", ARCHITECTURE) != ARCHITECTURE:
             raise ValueError(f"not a {ARCHITECTURE} config")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        check_keys(cls, d)
         return cls(**d)
 
     def replace(self, **changes) -> "MobileConfig":

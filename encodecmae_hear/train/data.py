@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from encodecmae_hear.audio import resample
-from encodecmae_hear.errors import UserError
+from encodecmae_hear.errors import UserError, one_line
 from encodecmae_hear.files import regular_file
 from encodecmae_hear.model.config import CHUNK_SAMPLES, CHUNK_SECONDS, SAMPLE_RATE
 from encodecmae_hear.train.manifest import AUDIO_EXTENSIONS, read_manifest, scan
@@ -110,7 +110,7 @@ def _load(file, name: str, rng, crop_samples: int) -> tuple:
     try:
         return read_crop(file, rng, crop_samples, key=name)
     except Exception as err:  # any decoder error: skip this file, keep training
-        return None, f"{name} ({' '.join(str(err).split())[:120]})"
+        return None, f"{name} ({one_line(err, 120)})"
 
 
 class ManifestSource(Dataset):
@@ -181,7 +181,7 @@ class RawSource(ManifestSource):
             first = int(self.offset[f]) + start
             samples = torch.from_numpy(self._maps[shard][first:first + valid].astype(np.float32))
         except Exception as err:  # a missing or truncated shard: skip the crop, keep training
-            return None, f"{name} ({' '.join(str(err).split())[:120]})"
+            return None, f"{name} ({one_line(err, 120)})"
         wav = torch.zeros(need)
         wav[:valid] = samples / INT16_SCALE
         return Crop(wav, valid, name, start)
@@ -308,7 +308,7 @@ class ShardSource(IterableDataset):
                 self._skip -= 1
                 yield None
                 return
-            yield None, f"{path} (bad shard: {' '.join(str(err).split())[:120]})"
+            yield None, f"{path} (bad shard: {one_line(err, 120)})"
 
     def sample(self, count: int, seed: int) -> list[Crop]:
         crops, self._skip = [], 0

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from encodecmae_hear import files, walk
 from encodecmae_hear.audio import check_rate
-from encodecmae_hear.errors import UserError
+from encodecmae_hear.errors import UserError, one_line
 from encodecmae_hear.files import shown
 from encodecmae_hear.train.raw_shards import write_raw_shards
 
@@ -50,7 +50,7 @@ def describe(path: Path, min_seconds: float) -> tuple[dict | None, str | None]:
         return None, f"unreadable: {err.strerror or err}"
     except Exception as err:  # soundfile raises RuntimeError/LibsndfileError/TypeError
         why = getattr(err, "error_string", None) or str(err)
-        return None, f"unreadable: {' '.join(why.split())[:160]}"
+        return None, f"unreadable: {one_line(why, 160)}"
     if info.frames <= 0 or info.samplerate <= 0:
         return None, "empty"
     try:

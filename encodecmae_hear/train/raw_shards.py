@@ -23,6 +23,7 @@ import soundfile as sf
 from encodecmae_hear import files
 from encodecmae_hear.audio import resample
 from encodecmae_hear.model.config import SAMPLE_RATE
+from encodecmae_hear.errors import one_line
 
 RAW_INDEX = "raw-index.npz"
 INT16_SCALE = 32768.0  # int16 sample = round(x * 32768), clipped to [-32768, 32767]
@@ -63,7 +64,7 @@ def write_raw_shards(records: list[dict], out_dir, shard_seconds: float = 3600.0
             if audio.size == 0 or not np.isfinite(audio).all():
                 raise ValueError("no samples" if audio.size == 0 else "samples are not finite")
         except Exception as err:  # any decoder error: skip the file
-            skipped.append((record["path"], " ".join(str(err).split())[:160]))
+            skipped.append((record["path"], one_line(err, 160)))
             continue
         if state["filled"] and state["filled"] + audio.size > limit:
             flush()

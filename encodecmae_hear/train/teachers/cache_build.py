@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from encodecmae_hear import files
 from encodecmae_hear.audio import load_audio
-from encodecmae_hear.errors import UserError
+from encodecmae_hear.errors import UserError, one_line
 from encodecmae_hear.model.config import FRONTENDS, SAMPLE_RATE
 from encodecmae_hear.train.data import ShardSource, audio_member, data_kind, shard_groups, shard_key
 from encodecmae_hear.train.manifest import read_manifest, scan
@@ -87,7 +87,7 @@ def corpus_pieces(data, per_piece: int) -> tuple[list[Piece], dict]:
             with tarfile.open(shard) as tar:
                 groups = shard_groups(tar)
         except (tarfile.TarError, OSError) as err:
-            tqdm.write(f"warning: skipped unreadable shard {shard} ({' '.join(str(err).split())[:120]})")
+            tqdm.write(f"warning: skipped unreadable shard {shard} ({one_line(err, 120)})")
             continue
         members = [m for m in (audio_member(groups[stem]) for stem in sorted(groups)) if m is not None]
         for i in range(0, len(members), per_piece):
@@ -150,7 +150,7 @@ def cache_piece(folder: Path, piece: Piece, teachers: dict, bar) -> float:
     samples = {}
     for key, wav in decoded(piece):
         if isinstance(wav, Exception):
-            tqdm.write(f"warning: skipped unreadable audio: {key} ({' '.join(str(wav).split())[:120]})")
+            tqdm.write(f"warning: skipped unreadable audio: {key} ({one_line(wav, 120)})")
         else:
             samples[key] = wav.shape[0]
             for name, teacher in teachers.items():

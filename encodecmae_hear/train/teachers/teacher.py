@@ -19,7 +19,6 @@ extra to install.
 from __future__ import annotations
 
 import abc
-import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch import nn
 
 from encodecmae_hear.audio import resample
 from encodecmae_hear.errors import UserError
+from encodecmae_hear.files import sha256_of
 from encodecmae_hear.model.config import SAMPLE_RATE
 from encodecmae_hear.model.mae import padding_mask
 from encodecmae_hear.train.teachers.align import TEACHER_RATE, centres_seconds
@@ -52,13 +52,6 @@ def package_file(module: str, relative: str, package: str, teacher: str) -> Path
                         f"reinstall it: {INSTALL_HINT}")
     return path
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Teacher(nn.Module, abc.ABC):
@@ -107,5 +100,5 @@ class Teacher(nn.Module, abc.ABC):
     def provenance(self) -> dict:
         return {"name": self.name, "package": self.package,
                 "version": importlib.metadata.version(self.package), "licence": self.licence,
-                "weight_file": self.weight_file.name, "sha256": sha256_file(self.weight_file),
+                "weight_file": self.weight_file.name, "sha256": sha256_of(self.weight_file),
                 "features": self.features, "dim": self.dim}
