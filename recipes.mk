@@ -4,6 +4,7 @@
 
 .PHONY: corpus heldout-tasks valid-tasks default-model prove-default teacher-cache
 .PHONY: teacher-ablation teacher-ablation-run teacher-ablation-valid mobile-models mobile-model prove-mobile
+.PHONY: valid-mobile
 
 comma := ,
 HARDWARE  ?= unknown
@@ -133,3 +134,18 @@ prove-mobile: $(STAMP) ## TASKS=: the mobile models' HEAR rows beside the defaul
 	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS)
 	for m in $(MOBILE_MODELS); do $(MAKE) --no-print-directory hear $(PROOF) \
 	    MODULE=encodecmae_hear.mobile_hear MODEL=checkpoints/mobile-$$m.pt LABEL=mobile-$$m || exit 1; done
+	$(PY) -m encodecmae_hear hear-table --runs runs/proof --suite proof --against default --stem mobile --no-plot
+	@test ! -f runs/mobile-valid/mobile.ratios.md || { echo "validation suite (make valid-mobile):"; \
+	    cat runs/mobile-valid/mobile.ratios.md; }
+
+# The student is chosen here, never on the proof suite: the default (plain, and with the
+# scene whitening it holds) and the mobile models on the validation suite; per task, each
+# model's score over the default's and the worst task in runs/mobile-valid/mobile.ratios.md.
+VALID_MOBILE = TASKS_DIR=$(VALID) SUITE=valid RUNS=runs/mobile-valid SEEDS=3 GRID_POINTS=1
+valid-mobile: $(STAMP) ## VALID=: the mobile models against the default on the validation suite
+	$(MAKE) --no-print-directory hear $(VALID_MOBILE) MODEL=checkpoints/default.pt LABEL=default
+	$(MAKE) --no-print-directory hear $(VALID_MOBILE) MODEL=checkpoints/default.pt LABEL=default-whitened \
+	    OPTIONS='{"whiten_scene": true}'
+	for m in $(MOBILE_MODELS); do $(MAKE) --no-print-directory hear $(VALID_MOBILE) \
+	    MODULE=encodecmae_hear.mobile_hear MODEL=checkpoints/mobile-$$m.pt LABEL=mobile-$$m || exit 1; done
+	$(PY) -m encodecmae_hear hear-table --runs runs/mobile-valid --suite valid --against default --stem mobile --no-plot

@@ -4,8 +4,11 @@
 
 Each RUN_DIR holds ``<label>/seed-<k>/<task_folder>/test.predicted-scores.json`` (see
 ``results``); labels from several RUN_DIRs appear side by side. Results of HEAR tasks
-also go to ``results.leaderboard.csv``, rows in the HEAR leaderboard's layout (``submission``). ``--by-training-seed``
-pools labels ``<recipe>-seed<N>`` into one row per recipe (see ``training_seeds``).
+also go to ``results.leaderboard.csv``, rows in the HEAR leaderboard's layout
+(``submission``). ``--by-training-seed`` pools labels ``<recipe>-seed<N>`` into one row
+per recipe (see ``training_seeds``).
+``--against LABEL`` adds, per task, each other label's score over LABEL's, the mean of
+those ratios and the worst task (``ratios``), to the output and ``<stem>.ratios.md``.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from encodecmae_hear.errors import UserError
 from encodecmae_hear import files
-from encodecmae_hear.evaluate import report, results, submission, suites, training_seeds
+from encodecmae_hear.evaluate import ratios, report, results, submission, suites, training_seeds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one row per recipe: labels <recipe>-seed<N> are models trained "
                              "with seed N; each scores its mean over heareval seeds and the "
                              "table gives mean ± std over training seeds")
+    parser.add_argument("--against", default=None, metavar="LABEL",
+                        help="also give every other label's score / LABEL's per task, the "
+                             "mean of those ratios and the worst task (e.g. a student against "
+                             "its teacher)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +73,16 @@ def run(args: argparse.Namespace) -> int:
         print("hear-table: none of the results belong to the chosen suite", file=sys.stderr)
         return 1
     out = Path(args.out or args.runs[0])
+    kept = None
+    if args.against:
+        try:
+            kept = ratios.markdown(rows, args.against)
+        except ValueError as err:
+            raise UserError(f"--against: {err}") from None
     paths = report.write_tables(rows, out, stem=args.stem, note=note)
+    if kept is not None:
+        paths["ratios"] = out / f"{args.stem}.ratios.md"
+        files.write_text(paths["ratios"], kept)
     leaderboard = submission.leaderboard_csv(rows, submission.urls(args.runs))
     if leaderboard is not None:
         paths["leaderboard"] = out / f"{args.stem}.leaderboard.csv"
@@ -74,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         paths["plot"] = report.plot(rows, out / f"{args.stem}.png")
     print(report.markdown(rows, note))
+    if kept is not None:
+        print(kept)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
