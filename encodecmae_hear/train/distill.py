@@ -19,6 +19,29 @@ past the end of either side's valid audio are left out of the loss.
 Loss per frame and block: L1 (mean over channels) - log sigmoid(cosine), DistilHuBERT's;
 averaged over valid frames, then over blocks. One linear head per block maps the
 student's frame embedding to the teacher's width.
+
+Targets that keep the weak directions too (`--targets`, `--dim-weighting`, `--teachers`):
+
+* `--targets whitened`: the standardised blocks of every layer, side by side (the
+  teacher's `input+concat` embedding), minus the scene mean and projected on the scene
+  whitening's axes that the teacher holds (train/scene_whitening.py): one K-wide target
+  in which each axis has unit variance over the corpus's scene embeddings, so the
+  directions that carry little variance (pitch, in the bundled default) weigh as much as
+  the strong ones. `both`: the standardised blocks and the whitened one.
+* `--dim-weighting balanced`: in every target, each dimension of prediction and target
+  is divided by that dimension's standard deviation over the batch's valid frames
+  (population std, floored at 1e-3 of the mean one; the weights rescaled to mean 1), so
+  the L1 and the cosine count an error in a weak dimension as much as the same error,
+  relative to its spread, in a strong one.
+* `--teachers crepe,resemblyzer,vad`: one more linear map per specialised teacher
+  (train/teachers: CREPE pitch posteriors, GE2E running speaker embedding, Silero VAD
+  state), trained to predict its features at the student's own frame centres,
+  (j + 1/2) x 40 ms, with the same loss times `--teacher-weights`; computed from the
+  crop, or read from `--teacher-cache` at those centres. The maps are part of the
+  student's `distill` output.
+
+The loss: the mean of the EnCodecMAE targets' terms plus, for each specialised teacher,
+its weight times its term.
 """
 from __future__ import annotations
 
@@ -28,16 +51,25 @@ import torch
 import torch.nn.functional as F
 
 from encodecmae_hear import files
+from encodecmae_hear.audio import resample
 from encodecmae_hear.checkpoint import load_checkpoint, resolve_checkpoint
 from encodecmae_hear.errors import UserError
-from encodecmae_hear.model.config import CHUNK_SECONDS, FRAME_RATE, HOP_LENGTH
+from encodecmae_hear.model.config import CHUNK_SECONDS, FRAME_RATE, HOP_LENGTH, SAMPLE_RATE
 from encodecmae_hear.model.mobile import MOBILE_PRESETS, MobileConfig, MobileModel, mobile_preset
 from encodecmae_hear.train.mobile_objectives import to_16k
 from encodecmae_hear.train.provenance import base_record
 from encodecmae_hear.train.run import add_training_arguments, start_run, train_and_release
+from encodecmae_hear.train.teachers import load_teacher, parse_teachers
+from encodecmae_hear.train.teachers.align import TEACHER_RATE
+from encodecmae_hear.train.teachers.cache import TeacherCache
+from encodecmae_hear.train.teachers.streams import parse_weights
 
 STUDENT_RATE = 25  # frames/s of every mobile preset
 GROUP = round(FRAME_RATE) // STUDENT_RATE  # 3 teacher frames per student frame
+STUDENT_HOP = SAMPLE_RATE // STUDENT_RATE  # 960 samples at 24 kHz
+TARGETS = ("standardised", "whitened", "both")
+WEIGHTINGS = ("none", "balanced")
+STD_FLOOR = 1e-3  # balanced weighting: a dimension's std is at least this share of the mean std
 
 
 def align(frames: torch.Tensor, group: int = GROUP) -> torch.Tensor:
@@ -80,52 +112,144 @@ class DistillTask(MobileModel):
         return {"predictions": predictions, "valid": valid}
 
 
+def student_centres(num_samples: int) -> torch.Tensor:
+    """(T,) float64 centres, in 24 kHz samples, of the student's frames of a crop of
+    `num_samples` samples: frame j stands for [j, j + 1) x 40 ms."""
+    frames = -(-num_samples // STUDENT_HOP)
+    return (torch.arange(frames, dtype=torch.float64) + 0.5) * STUDENT_HOP
+
+
+class Specialist:
+    """A specialised teacher (train/teachers) as a distillation target: its features at the
+    student's frame centres, computed from the crop or read from a teacher cache."""
+
+    def __init__(self, name: str, source, weight: float):
+        self.name, self.source, self.weight = name, source, float(weight)
+        self.dim = source.out_dim
+
+    def to(self, device):
+        if isinstance(self.source, torch.nn.Module) and not getattr(self.source, "reads_crops", False):
+            self.source.to(device)
+        return self
+
+    @torch.no_grad()
+    def features(self, wav, lengths, crops=None) -> torch.Tensor:
+        """wav (B, N) at 24 kHz -> (B, T, D) at the student's frame centres."""
+        centres = student_centres(wav.shape[-1])  # (T,) samples at 24 kHz
+        if getattr(self.source, "reads_crops", False):
+            if crops is None:
+                raise ValueError("cached teacher features need the batch's crop keys and starts")
+            features = [self.source.crop_at(key, float(start), centres)
+                        for key, start in zip(crops["keys"], crops["starts"].tolist())]
+            return torch.stack(features).to(wav.device)
+        with torch.autocast(wav.device.type, enabled=False):
+            wav16 = resample(wav.float(), SAMPLE_RATE, TEACHER_RATE)  # (B, M)
+            lengths16 = torch.div(lengths * TEACHER_RATE + SAMPLE_RATE - 1, SAMPLE_RATE,
+                                  rounding_mode="floor")
+            return self.source.features_16k(wav16, lengths16, (centres / SAMPLE_RATE).to(wav.device)).float()
+
+
+def balance(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
+    """Divide each dimension of pred and target (B, T, D) by the target's population std
+    over the valid frames (mask (B, T)), floored at STD_FLOOR of the mean std; the
+    weights are rescaled to mean 1 and carry no gradient."""
+    w = mask[..., None]
+    count = w.sum().clamp(min=1)
+    mean = (target * w).sum((0, 1)) / count  # (D,)
+    std = (((target - mean) ** 2 * w).sum((0, 1)) / count).sqrt()
+    std = torch.maximum(std, STD_FLOOR * std.mean()).clamp(min=1e-12)
+    weight = (1 / std) / (1 / std).mean()
+    return pred * weight, target * weight
+
+
+def frame_terms(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, balanced: bool):
+    """(B, T, D) each, mask (B, T) -> the loss term L1 - log sigmoid(cos) and the L1 and
+    cosine, each the mean over valid frames."""
+    frames = min(pred.shape[1], target.shape[1], mask.shape[1])
+    pred, target, mask = pred[:, :frames].float(), target[:, :frames].float(), mask[:, :frames]
+    if balanced:
+        pred, target = balance(pred, target.detach(), mask)
+    count = mask.sum().clamp(min=1)
+    l1 = (pred - target).abs().mean(-1)  # (B, T)
+    cos = F.cosine_similarity(pred, target, dim=-1)
+    term = ((l1 - F.logsigmoid(cos)) * mask).sum() / count
+    return term, (l1 * mask).sum().detach() / count, (cos * mask).sum().detach() / count
+
+
 class TeacherTargets:
-    """Objective: the teacher's chosen blocks, aligned to 25 frames/s; L1 - log sigmoid(cos)."""
+    """Objective: the teacher's chosen blocks, aligned to 25 frames/s (standardised, and/or
+    whitened: module docstring), plus specialised teachers' features; L1 - log sigmoid(cos)."""
 
     name = "distill"
 
-    def __init__(self, teacher, blocks, stats: dict | None = None, settings: dict | None = None):
+    def __init__(self, teacher, blocks, stats: dict | None = None, settings: dict | None = None,
+                 targets: str = "standardised", whitening: dict | None = None,
+                 specialists: tuple[Specialist, ...] = (), dim_weighting: str = "none"):
+        if targets not in TARGETS or dim_weighting not in WEIGHTINGS:
+            raise ValueError(f"targets must be one of {TARGETS} and dim_weighting one of {WEIGHTINGS}")
+        if targets != "standardised" and (whitening is None or stats is None):
+            raise ValueError(f"targets {targets!r} need the teacher's embedding statistics and "
+                             f"scene whitening")
         self.teacher = teacher.eval().requires_grad_(False)
         self.blocks = tuple(blocks)
         self.stats = None if stats is None else {k: stats[k].float() for k in ("mean", "std")}
+        self.whitening = None if targets == "standardised" else {
+            "mean": whitening["scene_mean"].float(), "projection": whitening["scene_projection"].float()}
+        self.keep_blocks = targets != "whitened"
+        self.specialists = tuple(specialists)
+        self.balanced = dim_weighting == "balanced"
         self.settings = dict(settings or {})
+
+    @property
+    def num_main(self) -> int:
+        """How many EnCodecMAE targets come before the specialists' ones."""
+        return len(self.blocks) * self.keep_blocks + (self.whitening is not None)
 
     def to(self, device):
         self.teacher.to(device)
         if self.stats is not None:
             self.stats = {k: v.to(device) for k, v in self.stats.items()}
+        if self.whitening is not None:
+            self.whitening = {k: v.to(device) for k, v in self.whitening.items()}
+        for s in self.specialists:
+            s.to(device)
         return self
 
     @torch.no_grad()
     def targets(self, wav, lengths, out, crops=None) -> dict:
         layers = self.teacher.encode(wav.float(), lengths, with_input=True)  # L + 1 of (B, T, D)
-        picked = []
+        blocks = []
         for b in self.blocks:
             x = layers[b].float()
             if self.stats is not None:
                 x = (x - self.stats["mean"][b]) / self.stats["std"][b]
-            picked.append(align(x))
+            blocks.append(align(x))
+        picked = list(blocks) if self.keep_blocks else []
+        if self.whitening is not None:  # (B, T, E) -> (B, T, K)
+            joined = torch.cat(blocks, -1)
+            picked.append((joined - self.whitening["mean"]) @ self.whitening["projection"].T)
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[1], device=wav.device)
+        picked += [s.features(wav, lengths, crops) for s in self.specialists]
         teacher_valid = torch.div(lengths + HOP_LENGTH - 1, HOP_LENGTH, rounding_mode="floor")
         return {"blocks": picked, "valid": torch.div(teacher_valid, GROUP, rounding_mode="floor")}
 
     def loss(self, out: dict, targets: dict) -> dict:
-        frames = min(out["predictions"][0].shape[1], targets["blocks"][0].shape[1])
+        frames = max(p.shape[1] for p in out["predictions"])
         valid = torch.minimum(out["valid"], targets["valid"])
         mask = (torch.arange(frames, device=valid.device)[None] < valid[:, None]).float()  # (B, T)
-        count = mask.sum().clamp(min=1)
+        n = self.num_main
         total = l1_sum = cos_sum = 0.0
-        for pred, target in zip(out["predictions"], targets["blocks"]):
-            pred, target = pred[:, :frames].float(), target[:, :frames]
-            l1 = (pred - target).abs().mean(-1)  # (B, T)
-            cos = F.cosine_similarity(pred, target, dim=-1)
-            total = total + ((l1 - F.logsigmoid(cos)) * mask).sum() / count
-            l1_sum = l1_sum + (l1 * mask).sum().detach() / count
-            cos_sum = cos_sum + (cos * mask).sum().detach() / count
-        n = len(self.blocks)
-        return {"loss": total / n, "l1": l1_sum / n, "cosine": cos_sum / n}
+        metrics = {}
+        for pred, target in zip(out["predictions"][:n], targets["blocks"][:n]):
+            term, l1, cos = frame_terms(pred, target, mask, self.balanced)
+            total, l1_sum, cos_sum = total + term, l1_sum + l1, cos_sum + cos
+        total = total / n
+        for s, pred, target in zip(self.specialists, out["predictions"][n:], targets["blocks"][n:]):
+            term, _, cos = frame_terms(pred, target, mask, self.balanced)
+            total = total + s.weight * term
+            metrics[f"loss_{s.name}"], metrics[f"cosine_{s.name}"] = term.detach(), cos
+        return {"loss": total, "l1": l1_sum / n, "cosine": cos_sum / n, **metrics}
 
     def state_dict(self) -> dict:
         return {}
@@ -141,9 +265,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'all', or a comma list of 'input', 'last' and layer indices")
     parser.add_argument("--no-standardise", action="store_true",
                         help="raw teacher blocks, even if the teacher holds embedding statistics")
+    parser.add_argument("--targets", choices=TARGETS, default="standardised",
+                        help="the standardised blocks; or their join whitened on the teacher's scene "
+                             "whitening axes (needs --teacher-blocks all); or both")
+    parser.add_argument("--dim-weighting", choices=WEIGHTINGS, default="none",
+                        help="balanced: each target dimension scaled by 1 / its std over the batch")
+    parser.add_argument("--teachers", default="",
+                        help="specialised teachers to predict too, e.g. crepe,resemblyzer,vad")
+    parser.add_argument("--teacher-weights", default="",
+                        help="loss weight of each specialised teacher (one for all, or one each; default 1)")
+    parser.add_argument("--teacher-cache", default="",
+                        help="read the specialised teachers' features from this cache (cache-teachers)")
     parser.add_argument("--preset", choices=MOBILE_PRESETS, default="mobile-quarter", help="student width")
     add_training_arguments(parser, steps=100_000)
     parser.set_defaults(lr=1e-3, warmup_steps=500, schedule="cosine", batch_size=64)
+
+
+def scene_whitening(payload: dict, blocks, num_layers: int) -> dict:
+    """The teacher's scene whitening of its standardised input+concat embedding, checked
+    to fit the blocks distilled; UserError when it holds none."""
+    stats = payload.get("embedding_stats") or {}
+    if stats.get("scene_layer") != "input+concat" or "scene_projection" not in stats:
+        raise UserError("--targets whitened needs a teacher with scene whitening of its input+concat "
+                        "embedding (embedding-stats CKPT --scene-dims K --scene-layer input+concat)")
+    if list(blocks) != list(range(num_layers + 1)):
+        raise UserError("--targets whitened whitens the input+concat embedding: use --teacher-blocks all")
+    return stats
+
+
+def specialists(records: list[dict], cache_dir: str, source) -> tuple[Specialist, ...]:
+    """The specialised teachers recorded in `records` ({"name", "weight", "sha256", ...}),
+    their features read from `cache_dir` when it holds them; installed weights must match."""
+    cache = TeacherCache(cache_dir, "mel256") if cache_dir else None
+    out = []
+    for record in records:
+        teacher = load_teacher(record["name"])
+        installed = teacher.provenance()
+        if record.get("sha256", installed["sha256"]) != installed["sha256"]:
+            raise UserError(f"teacher {record['name']!r}: the installed {installed['package']} "
+                            f"{installed['version']} ships other weights than this run was started with")
+        features = teacher
+        if cache is not None and cache.holds(record["name"]):
+            features = cache.teacher(record["name"], installed)
+            cache.check_covers(source, features)
+        out.append(Specialist(record["name"], features, record["weight"]))
+    return tuple(out)
+
+
+def build_objective(teacher, payload: dict, settings: dict, specialists=()) -> TeacherTargets:
+    """The objective a run's `settings` (its provenance record) describes."""
+    stats = payload.get("embedding_stats") if settings["standardised"] else None
+    targets = settings.get("targets", "standardised")
+    whitening = stats if targets != "standardised" else None
+    return TeacherTargets(teacher, settings["blocks"], stats, settings, targets=targets, whitening=whitening,
+                          specialists=specialists, dim_weighting=settings.get("dim_weighting", "none"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,13 +337,29 @@ def run(args: argparse.Namespace) -> int:
         config = MobileConfig.from_dict(resume["config"])
     else:
         stats = None if args.no_standardise else payload.get("embedding_stats")
-        settings = {"teacher": str(teacher_path), "teacher_sha256": sha,
-                    "blocks": list(parse_blocks(args.teacher_blocks, teacher.num_layers)),
-                    "standardised": stats is not None, "alignment": f"mean of {GROUP} teacher frames"}
-        dims = (teacher.config.dim,) * len(settings["blocks"])
+        blocks = list(parse_blocks(args.teacher_blocks, teacher.num_layers))
+        if args.targets != "standardised":
+            if stats is None:
+                raise UserError(f"--targets {args.targets} needs a teacher with scene whitening of its "
+                                f"standardised input+concat embedding; "
+                                + ("drop --no-standardise" if args.no_standardise else
+                                   f"{teacher_path} holds no embedding statistics (embedding-stats CKPT "
+                                   f"--scene-dims K --scene-layer input+concat)"))
+            scene_whitening(payload, blocks, teacher.num_layers)
+        names = parse_teachers(args.teachers)
+        weights = parse_weights(args.teacher_weights, len(names))
+        records = [{**load_teacher(n).provenance(), "weight": w} for n, w in zip(names, weights)]
+        settings = {"teacher": str(teacher_path), "teacher_sha256": sha, "blocks": blocks,
+                    "standardised": stats is not None, "alignment": f"mean of {GROUP} teacher frames",
+                    "targets": args.targets, "dim_weighting": args.dim_weighting, "teachers": records,
+                    "teacher_cache": args.teacher_cache or None}
+        dims = (teacher.config.dim,) * len(blocks) * (args.targets != "whitened")
+        if args.targets != "standardised":
+            dims += (int(payload["embedding_stats"]["scene_projection"].shape[0]),)
+        dims += tuple(r["dim"] for r in records)
         config = mobile_preset(args.preset, head="distill", distill_dims=dims)
-    stats = payload.get("embedding_stats") if settings["standardised"] else None
-    objective = TeacherTargets(teacher, settings["blocks"], stats, settings)
+    extra = specialists(settings.get("teachers", []), settings.get("teacher_cache") or "", source)
+    objective = build_objective(teacher, payload, settings, extra)
     torch.manual_seed(cfg.seed + 1)
     student = DistillTask(config)
     if resume is not None:

@@ -210,7 +210,13 @@ class CachedTeacher(nn.Module):
     def crop(self, key: str | None, start: float, num_samples: int) -> torch.Tensor:
         """(T, D) float32 features of the crop of `num_samples` samples from 24 kHz sample
         `start` of file `key` (key None: a stand-in crop of no file, zeros)."""
-        centres = (frame_centres(self.frontend, num_samples) + start) / SAMPLE_RATE  # (T,) s in the file
+        return self.crop_at(key, start, frame_centres(self.frontend, num_samples))
+
+    def crop_at(self, key: str | None, start: float, centres: torch.Tensor) -> torch.Tensor:
+        """(T, D) float32 features at `centres` (T,), in 24 kHz samples of the crop that
+        starts at sample `start` of file `key`: another model's frame grid (e.g. a mobile
+        student's) read from the same cache."""
+        centres = (centres.double() + start) / SAMPLE_RATE  # (T,) s in the file
         if key is None:
             return torch.zeros(centres.shape[0], self.dim)
         stored, samples = self.file_features(key)
