@@ -205,18 +205,19 @@ def test_the_objective_a_run_records_standardises_with_the_teachers_statistics()
 
 
 def test_balanced_weighting_scales_each_dimension_by_its_spread_in_the_batch():
-    # Target frames (1, 1) and (11, 1.1): population std 5 and 0.05, so the weights are
-    # 1/5 and 1/0.05 over their mean 10.1. Prediction frames (2, 1.1) and (11, 1.0).
-    target = torch.tensor([[[1.0, 1.0], [11.0, 1.1]]])
+    # Target frames (1, 1) and (11, 2): population std 5 and 0.5 (above the floor, 0.1 of
+    # their mean 2.75), so the weights are 1/5 and 1/0.5 over their mean 1.1.
+    # Prediction frames (2, 1.1) and (11, 1.0).
+    target = torch.tensor([[[1.0, 1.0], [11.0, 2.0]]])
     pred = torch.tensor([[[2.0, 1.1], [11.0, 1.0]]])
-    w = (0.2 / 10.1, 20 / 10.1)
+    w = (0.2 / 1.1, 2 / 1.1)
 
     def cosine(a, b):
         a, b = [x * wi for x, wi in zip(a, w)], [x * wi for x, wi in zip(b, w)]
         return sum(x * y for x, y in zip(a, b)) / math.hypot(*a) / math.hypot(*b)
 
-    l1 = ((1.0 * w[0] + 0.1 * w[1]) / 2, (0.0 * w[0] + 0.1 * w[1]) / 2)
-    cos = (cosine((2.0, 1.1), (1.0, 1.0)), cosine((11.0, 1.0), (11.0, 1.1)))
+    l1 = ((1.0 * w[0] + 0.1 * w[1]) / 2, (0.0 * w[0] + 1.0 * w[1]) / 2)
+    cos = (cosine((2.0, 1.1), (1.0, 1.0)), cosine((11.0, 1.0), (11.0, 2.0)))
     expected = sum(a + math.log1p(math.exp(-c)) for a, c in zip(l1, cos)) / 2
     objective = TeacherTargets(ScriptedTeacher(), (0,), dim_weighting="balanced")
     got = objective.loss({"predictions": [pred], "valid": torch.tensor([2])},
@@ -225,7 +226,13 @@ def test_balanced_weighting_scales_each_dimension_by_its_spread_in_the_batch():
     assert float(got["l1"]) == pytest.approx(sum(l1) / 2, rel=1e-5)
     plain = TeacherTargets(ScriptedTeacher(), (0,)).loss({"predictions": [pred], "valid": torch.tensor([2])},
                                                          {"blocks": [target], "valid": torch.tensor([2])})
-    assert float(plain["l1"]) == pytest.approx((0.55 + 0.05) / 2, rel=1e-5)
+    assert float(plain["l1"]) == pytest.approx((0.55 + 0.5) / 2, rel=1e-5)
+    # A dimension that does not vary in the batch is weighted as one at the floor:
+    # stds (5, 0) -> (5, 0.25), weights 1/5 and 1/0.25 over their mean 2.1.
+    flat = torch.tensor([[[1.0, 3.0], [11.0, 3.0]]])
+    got = objective.loss({"predictions": [flat + 1], "valid": torch.tensor([2])},
+                         {"blocks": [flat], "valid": torch.tensor([2])})
+    assert float(got["l1"]) == pytest.approx((0.2 + 4) / 2.1 / 2, rel=1e-5)
 
 
 class ChunkMean(torch.nn.Module):

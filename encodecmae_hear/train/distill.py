@@ -30,7 +30,7 @@ Targets that keep the weak directions too (`--targets`, `--dim-weighting`, `--te
   the strong ones. `both`: the standardised blocks and the whitened one.
 * `--dim-weighting balanced`: in every target, each dimension of prediction and target
   is divided by that dimension's standard deviation over the batch's valid frames
-  (population std, floored at 1e-3 of the mean one; the weights rescaled to mean 1), so
+  (population std, floored at 0.1 of the mean one; the weights rescaled to mean 1), so
   the L1 and the cosine count an error in a weak dimension as much as the same error,
   relative to its spread, in a strong one.
 * `--teachers crepe,resemblyzer,vad`: one more linear map per specialised teacher
@@ -61,7 +61,7 @@ from encodecmae_hear.train.provenance import base_record
 from encodecmae_hear.train.run import add_training_arguments, start_run, train_and_release
 from encodecmae_hear.train.teachers import load_teacher, parse_teachers
 from encodecmae_hear.train.teachers.align import TEACHER_RATE
-from encodecmae_hear.train.teachers.cache import TeacherCache
+from encodecmae_hear.train.teachers.cache import TeacherCache, read_header
 from encodecmae_hear.train.teachers.streams import parse_weights
 
 STUDENT_RATE = 25  # frames/s of every mobile preset
@@ -69,7 +69,9 @@ GROUP = round(FRAME_RATE) // STUDENT_RATE  # 3 teacher frames per student frame
 STUDENT_HOP = SAMPLE_RATE // STUDENT_RATE  # 960 samples at 24 kHz
 TARGETS = ("standardised", "whitened", "both")
 WEIGHTINGS = ("none", "balanced")
-STD_FLOOR = 1e-3  # balanced weighting: a dimension's std is at least this share of the mean std
+STD_FLOOR = 0.1  # balanced weighting: a dimension's std is at least this share of the mean std,
+                 # so a dimension that hardly varies in a batch (a CREPE bin never active) is not
+                 # weighted more than 10x the typical one
 
 
 def align(frames: torch.Tensor, group: int = GROUP) -> torch.Tensor:
@@ -296,7 +298,7 @@ def scene_whitening(payload: dict, blocks, num_layers: int) -> dict:
 def specialists(records: list[dict], cache_dir: str, source) -> tuple[Specialist, ...]:
     """The specialised teachers recorded in `records` ({"name", "weight", "sha256", ...}),
     their features read from `cache_dir` when it holds them; installed weights must match."""
-    cache = TeacherCache(cache_dir, "mel256") if cache_dir else None
+    cache = TeacherCache(cache_dir, read_header(cache_dir)["frontend"]) if cache_dir else None
     out = []
     for record in records:
         teacher = load_teacher(record["name"])
