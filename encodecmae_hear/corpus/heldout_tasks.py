@@ -190,10 +190,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="scale clip counts (tests: 0.1)")
 
 
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(1)
-    for task in build_all(Path(args.corpus), Path(args.out), args.seed, args.scale):
+def report(tasks) -> int:
+    """Prints each task folder as it is written, with the clips in each split."""
+    for task in tasks:
         splits = json.loads((task / "task_metadata.json").read_text())["splits"]
         sizes = {s: len(json.loads((task / f"{s}.json").read_text())) for s in splits}
         print(f"{task}: {sizes}")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    return report(build_all(Path(args.corpus), Path(args.out), args.seed, args.scale))

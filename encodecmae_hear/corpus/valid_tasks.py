@@ -150,8 +150,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
-    for task in build_all(Path(args.corpus), Path(args.out), args.seed):
-        splits = json.loads((task / "task_metadata.json").read_text())["splits"]
-        sizes = {s: len(json.loads((task / f"{s}.json").read_text())) for s in splits}
-        print(f"{task}: {sizes}")
-    return 0
+    return ht.report(build_all(Path(args.corpus), Path(args.out), args.seed))
