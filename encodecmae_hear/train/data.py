@@ -344,10 +344,11 @@ def data_kind(data) -> str:
                     f"{'it is not one' if path.exists() else 'no such file or folder'}")
 
 
-def open_source(data, seed: int, crop_seconds: float = CHUNK_SECONDS):
-    """A manifest, tar shards, or a folder of audio (scanned here, in memory; training
-    scans it once into its run folder instead: run.training_data)."""
-    kind = data_kind(data)
+def open_source(data, seed: int, crop_seconds: float = CHUNK_SECONDS, kind: str | None = None):
+    """A manifest, tar shards, raw shards, or a folder of audio (scanned here, in memory;
+    training scans it once into its run folder instead: run.training_data). `kind`, when
+    the caller has decided it already (data_kind), is not decided again."""
+    kind = kind or data_kind(data)
     if kind == "shards":
         return ShardSource(data, seed, crop_seconds)
     if kind == "raw":

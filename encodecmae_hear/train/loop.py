@@ -216,113 +216,153 @@ def save_step(run_dir: Path, step: int, cfg: TrainConfig, model, optimizer, scal
     prune_checkpoints(run_dir, cfg.keep)
 
 
+@dataclass
+class Optimisation:
+    """What one run steps with: the optimizer, its loss scaler and where it stands."""
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    params: list
+    step: int = 0
+    skipped_files: int = 0
+
+
+def start_optimisation(model, cfg: TrainConfig, precision: str, device, resume: dict | None,
+                       log) -> Optimisation:
+    """AdamW over the trainable parameters (and the fp16 loss scaler), from a resumed run's
+    state, step and random state when there is one."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    run = Optimisation(optimizer, scaler, params)
+    if resume is not None:
+        state = resume["training"]
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        run.step, run.skipped_files = state["step"], state.get("skipped_files", 0)
+        set_rng_state(state["rng"])
+        log(f"resumed at step {run.step}")
+    return run
+
+
+def distribute_and_compile(model, cfg: TrainConfig, proc: Process):
+    """The module the steps run: DDP around `model` with several processes; with
+    cfg.compile the model's compiled parts in place (state-dict keys stay)."""
+    net = model
+    if proc.world > 1:
+        ids = [proc.local_rank] if proc.device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:  # masking and gathers stay eager
+        for name in getattr(model, "compiled_parts", ("encoder", "decoder")):
+            if getattr(model, name, None) is not None:
+                getattr(model, name).compile(dynamic=getattr(model, "compile_dynamic", True))
+    return net
+
+
+def accumulate(net, objective, batches, run: Optimisation, cfg: TrainConfig, proc: Process,
+               accum: int, autocast, mask_rng: torch.Generator, log) -> tuple[dict, int]:
+    """Forward and backward passes over `accum` micro-batches; -> (mean metrics, files
+    that could not be read)."""
+    crop_samples = int(cfg.crop_seconds * SAMPLE_RATE)
+    totals: dict[str, torch.Tensor] = {}
+    failed = 0
+    for micro_step in range(accum):
+        batch = next(batches)
+        for name in batch["failed"]:
+            log(f"warning: skipped unreadable audio: {name}")
+        failed += len(batch["failed"])
+        wav, lengths, weight, crops = batch_inputs(batch, crop_samples, proc.device)
+        # Masks are seeded by the global micro-batch index: G processes x A accumulation
+        # steps see the same masks (and crops) as one process with G x A accumulation.
+        mask_rng.manual_seed(cfg.seed * 1_000_003 + (run.step * accum + micro_step) * proc.world + proc.rank)
+        last = micro_step == accum - 1
+        with nullcontext() if last or proc.world == 1 else net.no_sync():
+            with autocast:
+                out = net(wav, lengths, generator=mask_rng)
+            targets = objective.targets(wav, lengths, out, crops=crops)
+            metrics = objective.loss(out, targets)
+            run.scaler.scale(metrics["loss"] * (weight / accum)).backward()
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value.detach().float() / accum
+    return totals, failed
+
+
+def optimizer_step(run: Optimisation, cfg: TrainConfig, totals: dict, failed: int, stop: StopSignal,
+                   proc: Process, lr: float, run_dir: Path) -> tuple[Agreement, torch.Tensor]:
+    """Clips, agrees with the other processes on the metrics and on stopping, refuses a
+    non-finite loss, then steps. -> (the agreement, the gradient norm before clipping)."""
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip or float("inf"))
+    agreed = agree_across_processes(totals, stop.received is not None, failed, proc.world)
+    run.skipped_files += agreed.failed_files
+    if not agreed.loss_finite:
+        stop.close()
+        raise NonFiniteLoss(f"loss is {float(agreed.metrics['loss'])} at step {run.step} (lr {lr:.3g}); "
+                            f"the last checkpoint in {run_dir} is intact. Lower the lr, "
+                            f"raise warmup, or try --precision fp32 / bf16")
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    return agreed, grad_norm
+
+
 def train(model, objective, source, cfg: TrainConfig, *, provenance: dict, tokenizer=None,
-          resume: dict | None = None, log=print) -> str:
-    """Trains `model` on `source` until cfg.steps or a stop signal.
-    Returns "done" or the name of the signal that stopped it."""
-    proc = init_process()
+          resume: dict | None = None, log=print, proc: Process | None = None) -> str:
+    """Trains `model` on `source` until cfg.steps or a stop signal, in the process group
+    `proc` (built here when not given). Returns "done" or the name of the signal that
+    stopped it."""
+    proc = proc or init_process()
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     micro, accum = split_batch(cfg.batch_size, cfg.micro_batch, proc.world)
     precision = resolve_precision(cfg.precision, proc.device)
     model.to(proc.device).train()
     objective.to(proc.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),
-                                  weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(proc.device.type, enabled=precision == "fp16")
-    step, skipped_files = 0, 0
-    if resume is not None:
-        state = resume["training"]
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, skipped_files = state["step"], state.get("skipped_files", 0)
-        set_rng_state(state["rng"])
-        log(f"resumed at step {step}")
-    net = model
-    if proc.world > 1:
-        ids = [proc.local_rank] if proc.device.type == "cuda" else None
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if cfg.compile:  # in place, so state-dict keys stay; masking and gathers stay eager
-        for name in getattr(model, "compiled_parts", ("encoder", "decoder")):
-            if getattr(model, name, None) is not None:
-                getattr(model, name).compile(dynamic=getattr(model, "compile_dynamic", True))
+    run = start_optimisation(model, cfg, precision, proc.device, resume, log)
+    net = distribute_and_compile(model, cfg, proc)
     autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16 if precision == "bf16"
                               else torch.float16, enabled=precision in ("bf16", "fp16"))
-    batches = iter(make_loader(source, micro, proc.rank, proc.world, cfg.seed, step * accum,
+    batches = iter(make_loader(source, micro, proc.rank, proc.world, cfg.seed, run.step * accum,
                                cfg.workers, cfg.prefetch, pin_memory=proc.device.type == "cuda"))
     if proc.device.type == "cuda":
         torch.set_num_threads(gpu_process_threads(cfg.workers))
-    crop_samples = int(cfg.crop_seconds * SAMPLE_RATE)
     stop = StopSignal()
-    metrics_log = MetricsLog(run_dir, step, proc.main)
+    metrics_log = MetricsLog(run_dir, run.step, proc.main)
     mask_rng = torch.Generator()
     provenance = {**provenance, "precision": precision, "world_size": proc.world,
                   "train_config": dataclasses.asdict(cfg)}
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not proc.main, unit="step",
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not proc.main, unit="step",
                dynamic_ncols=True, mininterval=2.0)
     window_start, window_steps, status = time.perf_counter(), 0, "done"
-    while step < cfg.steps:
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
+    while run.step < cfg.steps:
+        lr = lr_at(run.step, cfg)
+        for group in run.optimizer.param_groups:
             group["lr"] = lr
-        totals: dict[str, torch.Tensor] = {}
-        failed = 0
-        for micro_step in range(accum):
-            batch = next(batches)
-            for name in batch["failed"]:
-                log(f"warning: skipped unreadable audio: {name}")
-            failed += len(batch["failed"])
-            wav, lengths, weight, crops = batch_inputs(batch, crop_samples, proc.device)
-            # Masks are seeded by the global micro-batch index: G processes x A accumulation
-            # steps see the same masks (and crops) as one process with G x A accumulation.
-            mask_rng.manual_seed(cfg.seed * 1_000_003 + (step * accum + micro_step) * proc.world + proc.rank)
-            last = micro_step == accum - 1
-            with nullcontext() if last or proc.world == 1 else net.no_sync():
-                with autocast:
-                    out = net(wav, lengths, generator=mask_rng)
-                targets = objective.targets(wav, lengths, out, crops=crops)
-                metrics = objective.loss(out, targets)
-                scaler.scale(metrics["loss"] * (weight / accum)).backward()
-            for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + value.detach().float() / accum
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
-        agreed = agree_across_processes(totals, stop.received is not None, failed, proc.world)
-        totals = agreed.metrics
-        skipped_files += agreed.failed_files
-        if not agreed.loss_finite:
-            stop.close()
-            raise NonFiniteLoss(f"loss is {float(totals['loss'])} at step {step} (lr {lr:.3g}); "
-                                f"the last checkpoint in {run_dir} is intact. Lower the lr, "
-                                f"raise warmup, or try --precision fp32 / bf16")
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+        totals, failed = accumulate(net, objective, batches, run, cfg, proc, accum, autocast, mask_rng, log)
+        agreed, grad_norm = optimizer_step(run, cfg, totals, failed, stop, proc, lr, run_dir)
         window_steps += 1
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             seconds = time.perf_counter() - window_start
-            record = {"step": step, "lr": lr, "grad_norm": float(grad_norm),
-                      **{k: float(v) for k, v in totals.items()},
+            record = {"step": run.step, "lr": lr, "grad_norm": float(grad_norm),
+                      **{k: float(v) for k, v in agreed.metrics.items()},
                       "steps_per_s": window_steps / seconds,
                       "samples_per_s": window_steps * cfg.batch_size / seconds,
-                      "audio_hours_seen": step * cfg.batch_size * cfg.crop_seconds / 3600,
-                      "skipped_files": skipped_files, "time": time.time()}
+                      "audio_hours_seen": run.step * cfg.batch_size * cfg.crop_seconds / 3600,
+                      "skipped_files": run.skipped_files, "time": time.time()}
             metrics_log.write(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record.get('masked_accuracy', 0):.3f}",
                             sps=f"{record['samples_per_s']:.1f}", refresh=False)
             window_start, window_steps = time.perf_counter(), 0
         if agreed.stop:
             status = stop.received or "SIGTERM"
-            log(f"{status}: saving step {step} and stopping")
-        if proc.main and (agreed.stop or step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            position = {"micro_batches_per_process": step * accum, "micro_batch": micro,
+            log(f"{status}: saving step {run.step} and stopping")
+        if proc.main and (agreed.stop or run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps):
+            position = {"micro_batches_per_process": run.step * accum, "micro_batch": micro,
                         "world_size": proc.world, "seed": cfg.seed}
-            save_step(run_dir, step, cfg, model, optimizer, scaler, objective, tokenizer,
-                      provenance, position, skipped_files)
+            save_step(run_dir, run.step, cfg, model, run.optimizer, run.scaler, objective, tokenizer,
+                      provenance, position, run.skipped_files)
         if agreed.stop:
             break
     bar.close()

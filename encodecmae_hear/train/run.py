@@ -111,16 +111,18 @@ def config_from_args(args) -> TrainConfig:
         checkpoint_every=args.checkpoint_every, keep=args.keep, log_every=args.log_every)
 
 
-def training_data(args, resume: dict | None, proc: Process, log) -> str:
-    """--data as a manifest or shards. A folder of audio files is scanned by rank 0 into
-    OUT/manifest.jsonl; a resumed run reuses that file, so its data stay the same."""
-    if data_kind(args.data) != "audio":
-        return args.data
+def training_data(args, resume: dict | None, proc: Process, log) -> tuple[str, str]:
+    """--data as (a manifest or shards, its kind: data.data_kind), decided once here. A
+    folder of audio files is scanned by rank 0 into OUT/manifest.jsonl; a resumed run
+    reuses that file, so its data stay the same."""
+    kind = data_kind(args.data)
+    if kind != "audio":
+        return args.data, kind
     manifest = Path(args.out) / SCANNED_MANIFEST
     if resume is not None and manifest.is_file():
         log(f"data: {manifest}, scanned from {args.data} when the run started "
             f"(delete it to scan the folder again)")
-        return str(manifest)
+        return str(manifest), "manifest"
     if proc.main:
         log(f"data: scanning {args.data} for audio files ...")
         records, skipped = scan([args.data])
@@ -128,7 +130,7 @@ def training_data(args, resume: dict | None, proc: Process, log) -> str:
             log(line)
     if proc.world > 1:  # the other ranks read what rank 0 wrote
         dist.barrier()
-    return str(manifest)
+    return str(manifest), "manifest"
 
 
 def fit_to_data(cfg: TrainConfig, source, proc: Process, workers_given: bool) -> TrainConfig:
@@ -163,7 +165,8 @@ def start_run(args):
     log = run_logger(args.out, proc)
     cfg = config_from_args(args)
     resume = find_resume(args, proc, log)
-    source = open_source(training_data(args, resume, proc, log), cfg.seed, cfg.crop_seconds)
+    data, kind = training_data(args, resume, proc, log)
+    source = open_source(data, cfg.seed, cfg.crop_seconds, kind=kind)
     cfg = fit_to_data(cfg, source, proc, workers_given=args.workers is not None)
     if proc.main:
         log(f"data loader: {cfg.workers} worker processes per training process")
@@ -175,7 +178,7 @@ def train_and_release(model, objective, source, cfg: TrainConfig, proc: Process,
     """Runs the loop; when it finishes, rank 0 writes OUT/model.pt. Returns the command's
     exit status: 0, or 143 / 130 after SIGTERM / SIGINT (the run resumes with --resume)."""
     status = train(model, objective, source, cfg, provenance=provenance, tokenizer=tokenizer,
-                   resume=resume, log=log)
+                   resume=resume, log=log, proc=proc)
     if status != "done":
         return 143 if status == "SIGTERM" else 130
     if proc.main:
