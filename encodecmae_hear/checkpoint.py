@@ -41,6 +41,7 @@ from encodecmae_hear.locate import (  # noqa: F401  (re-exported: where checkpoi
     locate,
     resolve_checkpoint,
 )
+from encodecmae_hear.model import whitening
 from encodecmae_hear.model.config import ModelConfig
 from encodecmae_hear.model.encodec import build_tokenizer
 from encodecmae_hear.model.mae import EncodecMAE
@@ -183,30 +184,14 @@ def check_stats(stats: dict, num_layers: int, dim: int, path="checkpoint") -> No
     finite = bool(torch.isfinite(stats["mean"]).all()) and bool(torch.isfinite(stats["std"]).all())
     if not finite or not bool((stats["std"] > 0).all()):
         raise CheckpointError(f"{path}: embedding_stats hold a non-finite value or a non-positive std")
-    unknown = set(stats) - {"mean", "std"} - set(SCENE_WHITENING_KEYS)
+    unknown = set(stats) - {"mean", "std"} - set(whitening.KEYS)
     if unknown:
         raise CheckpointError(f"{path}: embedding_stats hold unknown keys {sorted(map(str, unknown))}")
-    if any(key in stats for key in SCENE_WHITENING_KEYS):
-        check_scene_whitening(stats, num_layers, dim, path)
-
-
-SCENE_WHITENING_KEYS = ("scene_layer", "scene_mean", "scene_projection")
-
-
-def check_scene_whitening(stats: dict, num_layers: int, dim: int, path="checkpoint") -> None:
-    mean, projection = stats.get("scene_mean"), stats.get("scene_projection")
-    if not isinstance(stats.get("scene_layer"), (int, str)) or not isinstance(mean, torch.Tensor) \
-            or not isinstance(projection, torch.Tensor):
-        raise CheckpointError(f"{path}: scene whitening needs all of {list(SCENE_WHITENING_KEYS)} "
-                              f"(a layer option and two tensors)")
-    width = mean.shape[0] if mean.dim() == 1 else -1
-    if width % dim or not dim <= width <= dim * (num_layers + 1) or projection.dim() != 2 \
-            or projection.shape[1] != width or not 1 <= projection.shape[0] <= width:
-        raise CheckpointError(f"{path}: scene whitening should be a mean (E,) and a projection (K, E), "
-                              f"E a multiple of {dim} up to {dim * (num_layers + 1)}, K <= E; got "
-                              f"{tuple(mean.shape)} and {tuple(projection.shape)}")
-    if not bool(torch.isfinite(mean).all()) or not bool(torch.isfinite(projection).all()):
-        raise CheckpointError(f"{path}: scene whitening holds a non-finite value")
+    if any(key in stats for key in whitening.KEYS):
+        try:
+            whitening.check(stats, num_layers, dim)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
 
 
 def architecture_of(payload: dict) -> str:

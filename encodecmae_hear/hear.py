@@ -39,13 +39,13 @@ from torch import nn
 
 from encodecmae_hear.allocator import keep_freed_memory
 from encodecmae_hear.audio import Chunker, check_audio, load_audio, num_frames
-from encodecmae_hear.checkpoint import SCENE_WHITENING_KEYS, load_checkpoint
+from encodecmae_hear.checkpoint import load_checkpoint
+from encodecmae_hear.hear_options import DTYPES, LAYER_CHOICES, HearOptions, parse_layer  # noqa: F401 (API)
 from encodecmae_hear.hub.names import PAPER_MODEL
+from encodecmae_hear.model import whitening
 from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
 from encodecmae_hear.model.precision import bf16_encodec, cpu_has_bf16, int8_encoder
 
-LAYER_CHOICES = ("last", "mean", "concat", "input+concat")
-DTYPES = ("fp32", "bf16", "int8")
 # Windows per batch on CPU, per thread (see windows_per_batch).
 CPU_WINDOWS_PER_THREAD = 1
 
@@ -57,20 +57,23 @@ class HearModel(nn.Module):
                  chunk_batch_size: int = 16, embedding_stats: dict | None = None,
                  dtype: str = "fp32", scene_whitening: dict | None = None, whiten_power: float = 1.0,
                  keep_plain_scene: bool = False):
+        """`mae` with the options of hear_options.HearOptions (checked there); the
+        embedding statistics and scene whitening to apply, as `HearOptions.resolve`
+        chose them (load_model does all of this from a checkpoint)."""
         super().__init__()
+        whiten_scene = ("concat" if keep_plain_scene else True) if scene_whitening is not None else False
+        options = HearOptions(sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size,
+                              dtype=dtype, whiten_scene=whiten_scene, whiten_power=whiten_power,
+                              standardise=embedding_stats is not None)
         keep_freed_memory()  # allocator.py: no page faults from EnCodec's activations
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.compute_dtype = dtype
         # int8: a copy with int8 encoder Linear layers, sharing every other tensor with `mae`
         self.mae = (int8_encoder(mae) if dtype == "int8" else mae).eval()
         self._bf16_frontend: tuple = ()  # (device, bf16 EnCodec encoder), made on first use
-        self.chunker = Chunker(int(sample_rate))
-        self.sample_rate = int(sample_rate)
+        self.chunker = Chunker(options.sample_rate)
+        self.sample_rate = options.sample_rate
         self.layer = parse_layer(layer, mae.num_layers)
-        if int(chunk_batch_size) < 1:
-            raise ValueError(f"chunk_batch_size must be >= 1, got {chunk_batch_size}")
-        self.chunk_batch_size = int(chunk_batch_size)
+        self.chunk_batch_size = options.chunk_batch_size
         self.with_input = self.layer == "input+concat"
         self.standardise = embedding_stats is not None
         if self.standardise:  # rows: encoder input, then each layer
@@ -86,18 +89,11 @@ class HearModel(nn.Module):
                 raise ValueError(f"scene whitening was measured on standardised layer "
                                  f"{scene_whitening['scene_layer']!r} embeddings; this model gives "
                                  f"{'standardised' if self.standardise else 'raw'} layer {self.layer!r}")
-            if not 0 <= whiten_power <= 1:
-                raise ValueError(f"whiten_power must be in [0, 1], got {whiten_power!r}")
-            # rows are axis / std: scaled by std^(1 - power) they become axis / std^power
-            projection = scene_whitening["scene_projection"].double()
-            projection = (projection * projection.norm(dim=1, keepdim=True) ** (whiten_power - 1)).float()
-            if projection.shape[1] != width:
-                raise ValueError(f"scene whitening expects {projection.shape[1]}-d scene embeddings, "
-                                 f"layer {self.layer!r} gives {width}")
+            rows = whitening.projection(scene_whitening, whiten_power, width, self.layer)
             self.register_buffer("scene_mean", scene_whitening["scene_mean"].float().clone())
-            self.register_buffer("scene_projection", projection.clone())
+            self.register_buffer("scene_projection", rows.clone())
             self.keep_plain_scene = bool(keep_plain_scene)
-            self.scene_embedding_size = projection.shape[0] + (width if keep_plain_scene else 0)
+            self.scene_embedding_size = rows.shape[0] + (width if keep_plain_scene else 0)
         self.provenance: dict = {}  # what the checkpoint says of itself (load_model fills it)
         self.eval()
 
@@ -212,22 +208,8 @@ class HearModel(nn.Module):
         out /= frames
         if not self.whiten_scene:
             return out
-        whitened = (out - self.scene_mean) @ self.scene_projection.T
+        whitened = whitening.whiten(out, self.scene_mean, self.scene_projection)
         return torch.cat([out, whitened], dim=1) if self.keep_plain_scene else whitened
-
-
-def parse_layer(layer, num_layers: int):
-    if isinstance(layer, str) and layer.lstrip("-").isdigit():
-        layer = int(layer)
-    if layer == "last":
-        return num_layers - 1
-    if isinstance(layer, int) and not isinstance(layer, bool):
-        if not -num_layers <= layer < num_layers:
-            raise ValueError(f"layer {layer} out of range for {num_layers} encoder layers")
-        return layer % num_layers
-    if layer in LAYER_CHOICES:
-        return layer
-    raise ValueError(f"layer must be an index, or one of {LAYER_CHOICES}; got {layer!r}")
 
 
 def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
@@ -250,34 +232,19 @@ def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
     axis by std^-a: 1 whitens fully, 0 only projects. A published model's name (e.g.
     "mel256-ec-base_st") is fetched once and then loads offline (locate.py);
     `revision` pins its hub commit."""
+    options = HearOptions(sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size,
+                          standardise=standardise, dtype=dtype, whiten_scene=whiten_scene,
+                          whiten_power=whiten_power)  # every option checked before any file is read
     if not model_file_path:
         announce_default_once()
     mae, payload = load_checkpoint(model_file_path, revision=revision)
-    if layer is None:
-        layer = payload.get("provenance", {}).get("hear_layer", {}).get("layer", "last")
-    stats = payload.get("embedding_stats")  # checked against the model by load_checkpoint
-    if standardise is None:
-        standardise = stats is not None
-    if standardise not in (True, False):
-        raise ValueError(f"standardise must be true or false, got {standardise!r}")
-    if standardise and stats is None:
-        name = model_file_path or "the bundled checkpoint"
-        raise ValueError(f"{name} holds no embedding statistics to standardise with; add them "
-                         f"with `python -m encodecmae_hear embedding-stats CHECKPOINT --data CORPUS`")
-    whitening = scene_whitening_of(stats, parse_layer(layer, mae.num_layers))
-    if whiten_scene not in (True, False, "concat"):
-        raise ValueError(f"whiten_scene must be true, false or \"concat\", got {whiten_scene!r}")
-    if whiten_power != 1.0 and not whiten_scene:
-        raise ValueError(f"whiten_power {whiten_power!r} acts only with whiten_scene true or \"concat\"")
-    if whiten_scene and (whitening is None or not standardise):
-        raise ValueError(f"{model_file_path or 'the bundled checkpoint'} holds no scene whitening for "
-                         f"standardised layer {layer!r} embeddings; add it with `python -m encodecmae_hear "
-                         f"embedding-stats CHECKPOINT --data CORPUS --scene-dims 512` (layer: the "
-                         f"checkpoint's HEAR layer)")
-    model = HearModel(mae, sample_rate=sample_rate, layer=layer, chunk_batch_size=chunk_batch_size,
-                      embedding_stats=stats if standardise else None, dtype=dtype,
-                      scene_whitening=whitening if whiten_scene else None, whiten_power=whiten_power,
-                      keep_plain_scene=whiten_scene == "concat")
+    recommended = payload.get("provenance", {}).get("hear_layer", {}).get("layer")
+    chosen = options.resolve(mae.num_layers, payload.get("embedding_stats"), recommended,
+                             model_file_path or "the bundled checkpoint")
+    model = HearModel(mae, sample_rate=options.sample_rate, layer=chosen.layer,
+                      chunk_batch_size=options.chunk_batch_size, embedding_stats=chosen.embedding_stats,
+                      dtype=options.dtype, scene_whitening=chosen.whitening, whiten_power=options.whiten_power,
+                      keep_plain_scene=options.whiten_scene == "concat")
     model.provenance = payload["provenance"]
     return model
 
@@ -294,14 +261,6 @@ def announce_default_once() -> None:
         print(f"encodecmae_hear: load_model() without a path gives the bundled default model "
               f"(small, trained on a small corpus on a CPU: checkpoints/README.md); for the "
               f"paper's EnCodecMAE use load_model({PAPER_MODEL!r})", file=sys.stderr)
-
-
-def scene_whitening_of(stats: dict | None, layer) -> dict | None:
-    """The scene whitening held in a checkpoint's embedding statistics, if it was
-    measured for this (parsed) layer option."""
-    if not stats or "scene_projection" not in stats or stats["scene_layer"] != layer:
-        return None
-    return {key: stats[key] for key in SCENE_WHITENING_KEYS}
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):

@@ -376,3 +376,18 @@ def test_cpu_batches_follow_the_thread_count_and_not_the_results(tiny_encodec):
             hook.remove()
     for other in outputs[1:]:
         torch.testing.assert_close(other, outputs[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"dtype": "fp64"}, "dtype must be one of"),
+    ({"sample_rate": 24000}, "HEAR rates"),
+    ({"chunk_batch_size": 0}, "chunk_batch_size"),
+    ({"whiten_scene": "yes"}, "whiten_scene"),
+    ({"whiten_power": 0.5}, "acts only with whiten_scene"),
+    ({"layer": "middle"}, "layer must be an index"),
+    ({"standardise": "maybe"}, "standardise must be"),
+])
+def test_options_are_checked_before_any_file_is_read(tmp_path, options, words):
+    missing = tmp_path / "not-there.pt"  # a bad option is reported, not the missing file
+    with pytest.raises(ValueError, match=words):
+        load_model(str(missing), **options)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from encodecmae_hear.checkpoint import model_from_payload, save_checkpoint, tokenizer_from_payload
 from encodecmae_hear.errors import UserError
-from encodecmae_hear.hear import parse_layer
+from encodecmae_hear.hear_options import parse_layer
 from encodecmae_hear.train.provenance import base_record
 from encodecmae_hear.train.state import latest_checkpoint
 
