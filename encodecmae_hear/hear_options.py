@@ -72,7 +72,8 @@ class HearOptions:
                 name: str = "the checkpoint") -> Resolved:
         """The layer, statistics and whitening these options take from a checkpoint whose
         model has `num_layers` and whose embedding statistics are `stats`."""
-        layer = parse_layer(self.layer if self.layer is not None else recommended_layer or "last", num_layers)
+        default = recommended_layer if recommended_layer is not None else "last"
+        layer = parse_layer(self.layer if self.layer is not None else default, num_layers)
         standardise = stats is not None if self.standardise is None else self.standardise
         if standardise and stats is None:
             raise ValueError(f"{name} holds no embedding statistics to standardise with; add them "

@@ -84,19 +84,15 @@ class EncodecMAE(nn.Module):
                      device) -> torch.Tensor:
         return padding_mask(lengths, num_frames, batch, device)
 
-    def embed_frames(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
-        """wav (B, N) at 24 kHz -> frontend features (B, T, F), tokens (B, T, D) with
-        encoder positions, padding (B, T)."""
-        features = self.frontend(wav)  # (B, T, F)
-        return (features, *self.tokens(features, lengths))
-
-    def tokens(self, features: torch.Tensor, lengths: torch.Tensor | None = None):
+    def input_tokens(self, features: torch.Tensor, lengths: torch.Tensor | None = None):
         """Frontend features (B, T, F) -> tokens (B, T, D) with encoder positions, and the
         padding (B, T) of items holding `lengths` samples at 24 kHz."""
         batch, frames, _ = features.shape
         padding = self.padding_mask(lengths, frames, batch, features.device)
         tokens = self.encoder_positions(self.input_proj(features.to(self.input_proj.weight.dtype)))
         return tokens, padding
+
+    # --- embeddings: the encoder on every frame, no masking
 
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None,
                with_input: bool = False) -> list[torch.Tensor]:
@@ -109,41 +105,56 @@ class EncodecMAE(nn.Module):
                         with_input: bool = False) -> list[torch.Tensor]:
         """`encode` from frontend features (B, T, F) already computed (by window, in
         fp32: hear.py runs the frontend apart from the Transformer)."""
-        tokens, padding = self.tokens(features, lengths)
+        tokens, padding = self.input_tokens(features, lengths)
         out, per_layer = self.encoder(tokens, padding, return_layers=True)
         return ([tokens] if with_input else []) + per_layer[:-1] + [out]
 
     def last_layer_features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
         """The last layer's x0 before the final ResiDual combination (self-training
         k-means features, SPEC section 3) and the padding mask."""
-        _, tokens, padding = self.embed_frames(wav, lengths)
+        tokens, padding = self.input_tokens(self.frontend(wav), lengths)
         _, per_layer = self.encoder(tokens, padding, return_layers=True)
         return per_layer[-1], padding
+
+    # --- pretraining: encode the visible frames, decode every frame (the loss: train/objectives.py)
+
+    def forward_encoder(self, tokens: torch.Tensor, padding: torch.Tensor,
+                        generator: torch.Generator | None = None) -> dict:
+        """Masks spans of the valid frames and encodes the visible ones only: tokens (B, T, D)
+        -> encoded (B, Tv, D) through encoder_proj, with masked (B, T), the frames' places
+        `order` (B, Tv) and the padding of the visible sequence (B, Tv)."""
+        frames = tokens.shape[1]
+        masked = span_mask((~padding).sum(1), frames, self.config.mask_prop,
+                           self.config.mask_span, generator)
+        visible = ~masked & ~padding
+        # Visible frames first, in time order; pad to the longest visible count.
+        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)  # (B, T)
+        num_visible = visible.sum(1)
+        order = order[:, : int(num_visible.max())]  # (B, Tv)
+        visible_padding = torch.arange(order.shape[1], device=tokens.device)[None] >= num_visible[:, None]
+        gathered = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
+        encoded = self.encoder_proj(self.encoder(gathered, visible_padding))  # (B, Tv, D)
+        return {"encoded": encoded.masked_fill(visible_padding[..., None], 0.0), "masked": masked,
+                "order": order}
+
+    def forward_decoder(self, encoded: torch.Tensor, order: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """Encoded visible frames (B, Tv, D) scattered back to their places `order`, zeros
+        elsewhere (no learned mask token), positions added, decoded -> logits (B, T, S, V)."""
+        batch, frames = padding.shape
+        dim = encoded.shape[-1]
+        decoder_in = encoded.new_zeros(batch, frames, dim).scatter(1, order[..., None].expand(-1, -1, dim), encoded)
+        decoded = self.decoder(self.decoder_positions(decoder_in), padding)  # (B, T, D)
+        return self.head(decoded).view(batch, frames, self.config.num_streams, self.config.num_tokens)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> dict:
         """Masked pretraining pass. Returns logits (B, T, S, V), masked (B, T),
         padding (B, T) and the frontend features (B, T, F)."""
-        features, tokens, padding = self.embed_frames(wav, lengths)
-        batch, frames, dim = tokens.shape
-        masked = span_mask((~padding).sum(1), frames, self.config.mask_prop,
-                           self.config.mask_span, generator)
-        visible = ~masked & ~padding
-
-        # Visible frames first, in time order; pad to the longest visible count.
-        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)  # (B, T)
-        num_visible = visible.sum(1)
-        order = order[:, : int(num_visible.max())]  # (B, Tv)
-        gather_index = order[..., None].expand(-1, -1, dim)
-        visible_padding = torch.arange(order.shape[1], device=wav.device)[None] >= num_visible[:, None]
-        encoded = self.encoder(tokens.gather(1, gather_index), visible_padding)  # (B, Tv, D)
-        encoded = self.encoder_proj(encoded).masked_fill(visible_padding[..., None], 0.0)
-
-        # Scatter back; masked and padded places stay zero (no learned mask token).
-        decoder_in = encoded.new_zeros(batch, frames, dim).scatter(1, gather_index, encoded)
-        decoded = self.decoder(self.decoder_positions(decoder_in), padding)  # (B, T, D)
-        logits = self.head(decoded).view(batch, frames, self.config.num_streams, self.config.num_tokens)
-        return {"logits": logits, "masked": masked, "padding": padding, "features": features}
+        features = self.frontend(wav)  # (B, T, F)
+        tokens, padding = self.input_tokens(features, lengths)
+        visible = self.forward_encoder(tokens, padding, generator)
+        logits = self.forward_decoder(visible["encoded"], visible["order"], padding)
+        return {"logits": logits, "masked": visible["masked"], "padding": padding, "features": features}
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -43,7 +43,7 @@ def reference_features(model, wav: torch.Tensor, layer=-1, layout: str = "v2") -
         if layout == "v2" and chunk.shape[0] <= MIN_CHUNK:  # v1 keeps every chunk
             continue
         length = torch.tensor([reference_lengths(wav.shape[0], chunk.shape[0], layout)])
-        _, tokens, padding = model.embed_frames(chunk[None], length)
+        tokens, padding = model.input_tokens(model.frontend(chunk[None]), length)
         out, per_layer = model.encoder(tokens, padding, return_layers=True)
         layers = per_layer if layout == "v1" and layer == "all" else per_layer[:-1] + [out]
         outputs.append(torch.stack(layers)[:, 0] if layer == "all" else layers[layer][0])
