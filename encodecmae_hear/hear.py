@@ -172,29 +172,50 @@ class HearModel(nn.Module):
         audio = check_audio(audio, self.sample_rate)
         n_sounds, n_samples = audio.shape
         frames = num_frames(n_samples, self.sample_rate)
-        device = self.device
         shape = (n_sounds, self.timestamp_embedding_size) if scene else \
             (n_sounds, frames, self.timestamp_embedding_size)
-        out = torch.zeros(shape, device=device, dtype=torch.float32)
+        out = torch.zeros(shape, device=self.device, dtype=torch.float32)
+        self._embed_into(list(audio), list(out), [frames] * n_sounds, scene)
+        return self._scene(out, frames) if scene else out
 
+    @torch.no_grad()
+    def embed_sounds(self, sounds: list[torch.Tensor], scene: bool = False) -> list[torch.Tensor]:
+        """Sounds of any lengths, each (n_samples,) at `sample_rate`, in one pass: their
+        4 s windows run together in batches, so the windows of many short sounds share
+        a forward. -> per sound (n_frames, E), or with `scene` (E,); each equal to what
+        `embed` gives for that sound alone (padded frames are masked in every window)."""
+        sounds = [check_audio(s[None], self.sample_rate)[0] for s in sounds]
+        frames = [num_frames(s.shape[0], self.sample_rate) for s in sounds]
+        width = self.timestamp_embedding_size
+        out = [torch.zeros((width,) if scene else (n, width), device=self.device) for n in frames]
+        self._embed_into(sounds, out, frames, scene)
+        if not scene or not sounds:
+            return out
+        counts = torch.tensor(frames, device=self.device)[:, None]  # (n_sounds, 1)
+        return list(self._scene(torch.stack(out), counts))
+
+    def _embed_into(self, sounds, out: list[torch.Tensor], frames: list[int], scene: bool) -> None:
+        """Fills out[i] ((frames[i], E), or with `scene` the (E,) sum over frames) for
+        sounds[i] (n_samples,): every sound's windows, in batches of windows_per_batch."""
+        device = self.device
         pending: list[tuple[int, int, torch.Tensor, int]] = []  # (sound, first frame, chunk, frames)
         batch = self.windows_per_batch(device)
 
         def flush():
-            wav = torch.stack([p[2] for p in pending]).to(device)
+            wav = torch.stack([p[2] for p in pending]).to(device)  # (b, 96000)
             lengths = torch.tensor([p[3] * HOP_LENGTH for p in pending], device=device)
             emb = self.select_layer(self.encode_windows(wav, lengths))  # (b, 300, E)
             for row, (sound, start, _, count) in enumerate(pending):
                 if scene:
                     out[sound] += emb[row, :count].sum(0)
                 else:
-                    out[sound, start:start + count] = emb[row, :count]
+                    out[sound][start:start + count] = emb[row, :count]
             pending.clear()
 
-        for sound in range(n_sounds):
+        for sound, audio in enumerate(sounds):
             start = 0
-            for chunk, valid in self.chunker.chunks(audio[sound]):
-                count = min(-(-valid // HOP_LENGTH), frames - start)
+            for chunk, valid in self.chunker.chunks(audio):
+                count = min(-(-valid // HOP_LENGTH), frames[sound] - start)
                 if count <= 0:  # only a sliver past the last frame centre is left
                     break
                 pending.append((sound, start, chunk, count))
@@ -203,13 +224,15 @@ class HearModel(nn.Module):
                     flush()
         if pending:
             flush()
-        if not scene:
-            return out
-        out /= frames
+
+    def _scene(self, sums: torch.Tensor, frames) -> torch.Tensor:
+        """(n_sounds, E) sums over each sound's `frames` (an int, or (n_sounds, 1)) -> the
+        scene embeddings (n_sounds, E or K)."""
+        mean = sums / frames
         if not self.whiten_scene:
-            return out
-        whitened = whitening.whiten(out, self.scene_mean, self.scene_projection)
-        return torch.cat([out, whitened], dim=1) if self.keep_plain_scene else whitened
+            return mean
+        whitened = whitening.whiten(mean, self.scene_mean, self.scene_projection)
+        return torch.cat([mean, whitened], dim=1) if self.keep_plain_scene else whitened
 
 
 def load_model(model_file_path: str = "", sample_rate: int = 48000, layer=None,
@@ -267,9 +290,13 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
     """-> (embeddings (n_sounds, n_frames, E), timestamps in ms (n_sounds, n_frames))."""
     embeddings = model.embed(audio)
     n_sounds, frames = embeddings.shape[:2]
-    # float64 arithmetic, so that hour-long sounds keep sub-millisecond stamps
-    centres = ((torch.arange(frames, dtype=torch.float64) + 0.5) * (1000.0 / FRAME_RATE)).float()
-    return embeddings, centres.to(embeddings.device).expand(n_sounds, frames).contiguous()
+    return embeddings, frame_timestamps(frames).to(embeddings.device).expand(n_sounds, frames).contiguous()
+
+
+def frame_timestamps(frames: int) -> torch.Tensor:
+    """(frames,) float32: frame centres in ms. float64 arithmetic, so that hour-long
+    sounds keep sub-millisecond stamps."""
+    return ((torch.arange(frames, dtype=torch.float64) + 0.5) * (1000.0 / FRAME_RATE)).float()
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:

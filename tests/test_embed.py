@@ -21,15 +21,13 @@ import torchaudio
 
 from encodecmae_hear import embed_file, files
 from encodecmae_hear.cli import main
-from encodecmae_hear.commands import embed as embed_command
-from encodecmae_hear.hear import get_scene_embeddings, get_timestamp_embeddings, load_model
+from encodecmae_hear.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings, load_model
 from tests.train_helpers import ROOT
 
-# (name, sample rate, seconds, channels): every rate, mono and stereo, nesting, and two
-# consecutive files of equal length at 48 kHz (a.wav, a2.wav: 1.3 s), one HEAR call
+# (name, sample rate, seconds, channels): every rate, mono and stereo, nesting, lengths
+# of one window and of two (c.wav)
 TREE = [("a.wav", 16000, 1.3, 1), ("a2.wav", 48000, 1.3, 2), ("b.flac", 22050, 2.0, 2),
         ("sub/c.wav", 44100, 5.0, 2), ("sub/deeper/d.flac", 48000, 0.9, 1)]
-GROUPED = ("a.wav", "a2.wav")
 CORRUPT = "sub/corrupt.wav"
 
 
@@ -112,11 +110,8 @@ def test_embed_file_equals_the_command(embedded, tree, model):
     out, _ = embedded
     for name, *_ in TREE:
         emb, ts = embed_file(tree / name, model)
-        written = np.load(out / f"{name}.embedding.npy")
-        if name in GROUPED:  # embedded beside another file: HEAR's batch independence
-            np.testing.assert_allclose(emb.numpy(), written, rtol=1e-5, atol=1e-5)
-        else:
-            np.testing.assert_array_equal(emb.numpy(), written)
+        written = np.load(out / f"{name}.embedding.npy")  # embedded beside other files
+        np.testing.assert_allclose(emb.numpy(), written, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(ts.numpy(), np.load(out / f"{name}.timestamps.npy"))
     scene = embed_file(tree / "b.flac", model, scene=True)
     assert scene.shape == (model.scene_embedding_size,)
@@ -172,21 +167,24 @@ def test_a_rerun_skips_finished_files(embedded, tree, tiny_checkpoint, tmp_path,
             assert done[name] == data, name
 
 
-def test_consecutive_files_of_equal_length_share_a_call(tree, tiny_checkpoint, tmp_path, monkeypatch):
+def test_files_of_any_lengths_share_a_call_of_batch_files(tree, tiny_checkpoint, tmp_path, monkeypatch):
     calls = []
+    embed_sounds = HearModel.embed_sounds
 
-    def recording(audio, model):
-        calls.append(tuple(audio.shape))
-        return get_timestamp_embeddings(audio, model)
+    def recording(self, sounds, scene=False):
+        calls.append(sorted(s.shape[0] for s in sounds))
+        return embed_sounds(self, sounds, scene)
 
-    monkeypatch.setattr(embed_command, "get_timestamp_embeddings", recording)
-    for batch, out in (("16", tmp_path / "a"), ("1", tmp_path / "b")):
+    monkeypatch.setattr(HearModel, "embed_sounds", recording)
+    lengths = sorted(round(seconds * 48000) for _, _, seconds, _ in TREE)
+    for batch, want in (("16", [lengths]), ("2", None), ("1", [[n] for n in lengths])):
         calls.clear()
-        assert main(["embed", str(tree), "--out", str(out), "--model", str(tiny_checkpoint),
-                     "--batch", batch]) == 0
-        grouped = [(2, round(1.3 * 48000))] if batch == "16" else []  # a.wav and a2.wav
-        assert sorted(calls, reverse=True)[:len(grouped)] == grouped
-        assert len(calls) == len(TREE) - len(grouped)
+        assert main(["embed", str(tree), "--out", str(tmp_path / batch), "--model", str(tiny_checkpoint),
+                     "--batch", batch, "--workers", "0"]) == 0
+        if want is None:  # in order of names, two by two: [a, a2], [b, c], [d]
+            assert [len(c) for c in calls] == [2, 2, 1]
+        else:
+            assert sorted(calls) == sorted(want)
 
 
 def run_embed(*args, env=None, **popen) -> subprocess.Popen:

@@ -5,9 +5,11 @@
     torchrun --nproc_per_node=8 -m encodecmae_hear embed corpus.jsonl --out emb/ --device cuda
 
 Every file is decoded with soundfile, its channels averaged, resampled with the
-project's resampler to the model's HEAR rate (`audio.load_audio`), then embedded by
-`get_timestamp_embeddings` (or `get_scene_embeddings` with --scene): the numbers HEAR
-gets for that audio. Outputs mirror the input tree under --out, in heareval's names:
+project's resampler to the model's HEAR rate (`audio.load_audio`, in DataLoader worker
+processes: embed_io.py), then embedded through the HEAR path (`HearModel.embed_sounds`,
+the windows of up to --batch files in shared forwards): for each file what
+`get_timestamp_embeddings` (or `get_scene_embeddings` with --scene) gives for that
+audio alone, within float rounding. A background thread writes the outputs. Outputs mirror the input tree under --out, in heareval's names:
 `a.wav.embedding.npy` (n_frames, E) float32 and `a.wav.timestamps.npy` (n_frames,)
 frame centres in ms; with --scene only `a.wav.embedding.npy` (E,). With --shard-size N,
 N inputs per `shard-000000.npz` instead (see `shard_arrays`).
@@ -19,16 +21,15 @@ written as `files.shown` prints them (one line each, even when not UTF-8). One r
 time writes to --out (files.claim_folder: a second run there ends at once, naming the
 first); the temporary files a killed run left are removed when the next one starts.
 Under torchrun (WORLD_SIZE, RANK) each process takes its share of the inputs
-(embed_plan.py) and the outputs are the same as one process writes.
+(embed_plan.py) and the outputs are those one process writes (within float rounding:
+the files that share a forward differ).
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +38,14 @@ from tqdm import tqdm
 
 from encodecmae_hear import files
 from encodecmae_hear.walk import Found
-from encodecmae_hear.audio import check_audio, load_audio
 from encodecmae_hear.checkpoint import resolve_checkpoint
+from encodecmae_hear.commands import embed_io
 from encodecmae_hear.commands import embed_plan as plan
-from encodecmae_hear.errors import UserError, one_line
+from encodecmae_hear.errors import UserError
 from encodecmae_hear.files import shown
-from encodecmae_hear.hear import DTYPES, get_scene_embeddings, get_timestamp_embeddings, load_model
+from encodecmae_hear.hear import DTYPES, frame_timestamps, load_model
+
+CALL_SECONDS = 3600.0  # a HEAR call takes files until they hold this much audio (or --batch files)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,21 +64,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=0, metavar="N",
                         help="write N inputs per shard-NNNNNN.npz instead of one file per input "
                              "(a shard is held in memory until it is written); 0: no shards")
-    parser.add_argument("--batch", type=int, default=16, metavar="N",
-                        help="at most N files per HEAR call: consecutive files of equal length "
-                             "(after resampling) are embedded together, which helps a GPU with "
-                             "many short clips; also the share size between processes")
+    parser.add_argument("--batch", type=int, default=64, metavar="N",
+                        help="files per HEAR call (of any lengths; at most an hour of audio): "
+                             "their 4 s windows share forwards, which keeps a GPU busy with "
+                             "short clips; also the share size between processes")
+    parser.add_argument("--windows", type=int, default=None, metavar="N",
+                        help="4 s windows per forward (load_model's chunk_batch_size; on CPU "
+                             "at most one per thread); None: 64 on CUDA, 16 on CPU")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="processes that decode and resample the files ahead of the model; "
+                             "0: in this process; None: on CUDA the CPUs less one (per torchrun "
+                             f"process), at most {embed_io.MAX_WORKERS}; on CPU 0")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda or cuda:N; None: cuda if available. Under torchrun "
                              "cuda means cuda:LOCAL_RANK")
     parser.add_argument("--follow-outside", action="store_true",
                         help="follow links to folders outside the given folders (by default "
                              "they are skipped and listed in failed.txt)")
-    parser.add_argument("--dtype", choices=DTYPES, default="fp32",
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="dtype option of load_model (the outputs stay float32): bf16 runs "
                              "the Transformer under bf16 autocast, and the EnCodec frontend in bf16 "
                              "where the hardware has it; int8 (CPU) the encoder's Linear layers "
-                             "in dynamic int8")
+                             "in dynamic int8 (one window per forward); None: bf16 on CUDA, "
+                             "fp32 on CPU")
 
 
 def pick_device(name: str | None, local_rank: int) -> torch.device:
@@ -91,38 +102,6 @@ def pick_device(name: str | None, local_rank: int) -> torch.device:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     return device
-
-
-def decode(item: plan.Item, sample_rate: int):
-    """-> (item, mono audio at `sample_rate`, None) or (item, None, why it failed)."""
-    try:
-        audio = load_audio(item.source, sample_rate)
-    except OSError as err:  # missing, no permission, an I/O error: errno's words
-        return item, None, f"cannot read: {err.strerror or err}"
-    except ValueError as err:  # a FIFO or a folder; a sample rate out of range
-        return item, None, str(err)
-    except MemoryError:
-        return item, None, "out of memory decoding it"
-    except Exception as err:  # soundfile raises LibsndfileError (a RuntimeError), TypeError
-        why = getattr(err, "error_string", None) or str(err)  # libsndfile's words, not the path again
-        return item, None, f"cannot decode: {one_line(why, 300)}"
-    try:
-        check_audio(audio[None], sample_rate)  # the HEAR API's own input check, per file
-    except ValueError as err:
-        return item, None, str(err)
-    return item, audio, None
-
-
-def prefetched(fn, jobs: list, ahead: int = 4):
-    """Yields fn(job) for each job in order, computing the next `ahead` in a thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = collections.deque()
-        for job in jobs:
-            pending.append(pool.submit(fn, job))
-            if len(pending) > ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def shard_arrays(unit, results: dict, failed: dict, scene: bool, width: int) -> dict:
@@ -145,13 +124,15 @@ def shard_arrays(unit, results: dict, failed: dict, scene: bool, width: int) -> 
 
 
 class Embedder:
-    """Takes decoded files in order; consecutive files of equal length (up to --batch)
-    go through the HEAR API in one call; a finished unit is written."""
+    """Takes decoded files in order; up to --batch of them (at most CALL_SECONDS of
+    audio) go through the HEAR path in one call, their windows sharing forwards; a
+    finished unit goes to the writer."""
 
-    def __init__(self, args, model, out: Path, bar):
-        self.args, self.model, self.out, self.bar = args, model, out, bar
+    def __init__(self, args, model, out: Path, bar, writer: embed_io.Writer):
+        self.args, self.model, self.out, self.bar, self.writer = args, model, out, bar, writer
         self.group: list = []    # (item, audio (n_samples,)) waiting for one call
-        self.results: dict = {}  # item -> (embedding, timestamps or None), until its unit is written
+        self.group_samples = 0
+        self.results: dict = {}  # item -> (embedding on the CPU, copy event or None), until written
         self.failed: dict = {}   # item -> why
         self.embedded, self.seconds = 0, 0.0
 
@@ -161,48 +142,59 @@ class Embedder:
             self.bar.write(f"embed: failed: {shown(item.source)}: {reason}", file=sys.stderr)
             self.bar.update(1)
             return
-        if self.group and (len(self.group) == self.args.batch or self.group[0][1].shape != audio.shape):
-            self.flush()
         self.group.append((item, audio))
+        self.group_samples += audio.shape[0]
+        if len(self.group) == self.args.batch or self.group_samples >= CALL_SECONDS * self.model.sample_rate:
+            self.flush()
 
     def flush(self) -> None:
         if not self.group:
             return
-        wave = torch.stack([audio for _, audio in self.group]).to(self.model.device)  # (n, samples)
-        if self.args.scene:
-            embeddings, timestamps = get_scene_embeddings(wave, self.model), None
-        else:
-            embeddings, timestamps = get_timestamp_embeddings(wave, self.model)
-        embeddings = embeddings.cpu().numpy()
-        timestamps = None if timestamps is None else timestamps.cpu().numpy()
-        for row, (item, _) in enumerate(self.group):
-            self.results[item] = (embeddings[row], None if timestamps is None else timestamps[row])
+        device = self.model.device
+        sounds = [audio.to(device, non_blocking=True) for _, audio in self.group]  # pinned on CUDA
+        embeddings, copied = embed_io.to_host(self.model.embed_sounds(sounds, scene=self.args.scene))
+        for (item, _), embedding in zip(self.group, embeddings):
+            self.results[item] = (embedding, copied)
         self.embedded += len(self.group)
-        self.seconds += wave.shape[0] * wave.shape[1] / self.model.sample_rate
+        self.seconds += self.group_samples / self.model.sample_rate
         self.bar.update(len(self.group))
-        self.group = []
+        self.group, self.group_samples = [], 0
 
     def write_unit(self, index: int, unit: list) -> None:
         self.flush()
-        if self.args.shard_size:
-            arrays = shard_arrays(unit, self.results, self.failed, self.args.scene,
-                                  self.model.timestamp_embedding_size)
-            files.write_npz(plan.shard_path(self.out, index), arrays)
-        else:
-            for item, (embedding, timestamps) in self.results.items():
-                paths = plan.output_paths(self.out, item, self.args.scene)
-                if timestamps is not None:
-                    files.write_npy(paths[0], timestamps)
-                files.write_npy(paths[-1], embedding)
+        members = set(unit)
+        failed = {item: why for item, why in self.failed.items() if item in members}
+        self.writer.submit(write_outputs, self.out, index, unit, self.results, failed, self.args,
+                           self.model.timestamp_embedding_size)
         self.results = {}
+
+
+def write_outputs(out: Path, index: int, unit: list, results: dict, failed: dict, args, width: int) -> None:
+    """The writer's job: one unit's outputs, each file atomically (files.py)."""
+    arrays = {}
+    for item, (embedding, copied) in results.items():
+        if copied is not None:
+            copied.synchronize()  # the copy from the device has landed
+        embedding = embedding.numpy()
+        arrays[item] = (embedding, None if args.scene else frame_timestamps(len(embedding)).numpy())
+    if args.shard_size:
+        files.write_npz(plan.shard_path(out, index), shard_arrays(unit, arrays, failed, args.scene, width))
+        return
+    for item, (embedding, timestamps) in arrays.items():
+        paths = plan.output_paths(out, item, args.scene)
+        if timestamps is not None:
+            files.write_npy(paths[0], timestamps)
+        files.write_npy(paths[-1], embedding)
 
 
 def open_model(args, local_rank: int):
     """-> (HearModel on its device, checkpoint path)."""
     device = pick_device(args.device, local_rank)
+    args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    windows = args.windows or (64 if device.type == "cuda" else 16)  # CPU: capped at one per thread
     path = resolve_checkpoint(args.model or "")
     try:
-        model = load_model(str(path), layer=args.layer, dtype=args.dtype).to(device)
+        model = load_model(str(path), layer=args.layer, dtype=args.dtype, chunk_batch_size=windows).to(device)
     except ValueError as err:
         raise UserError(str(err)) from None
     return model, path
@@ -211,6 +203,8 @@ def open_model(args, local_rank: int):
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.shard_size < 0:
         raise UserError(f"--batch must be >= 1 and --shard-size >= 0; got {args.batch} and {args.shard_size}")
+    if (args.windows is not None and args.windows < 1) or (args.workers is not None and args.workers < 0):
+        raise UserError(f"--windows must be >= 1 and --workers >= 0; got {args.windows} and {args.workers}")
     rank, world, local_rank = (int(os.environ.get(name, default)) for name, default in
                                (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))  # torchrun's
     items, scan_skipped = plan.collect_inputs(args.inputs, args.follow_outside)
@@ -241,16 +235,27 @@ def _embed(args, items, scan_skipped, model, path, rank: int, world: int) -> int
 
     label = f"embed rank {rank}/{world}" if world > 1 else "embed"
     bar = tqdm(total=total, initial=skipped, desc=label, unit="file", disable=not sys.stderr.isatty())
-    job = Embedder(args, model, out, bar)
+    if args.workers is None:
+        args.workers = embed_io.default_workers(model.device, world)
+    writer = embed_io.Writer()
+    job = Embedder(args, model, out, bar, writer)
     start = time.perf_counter()
-    decoded = prefetched(lambda j: decode(j[1], model.sample_rate), jobs)
-    for (index, item), result in zip(jobs, decoded):
-        job.add(*result)
-        if item is todo[index][-1]:
-            job.write_unit(index, mine[index])
-        bar.set_postfix_str(f"{job.seconds / 3600 / (time.perf_counter() - start):.3g} audio h/s",
-                            refresh=False)
-    bar.close()
+    decoded = embed_io.decoded_files([item for _, item in jobs], model.sample_rate, args.workers,
+                                     pin_memory=model.device.type == "cuda")
+    try:
+        for (index, item), result in zip(jobs, decoded):
+            job.add(*result)
+            if item is todo[index][-1]:
+                job.write_unit(index, mine[index])
+            bar.set_postfix_str(f"{job.seconds / 3600 / (time.perf_counter() - start):.3g} audio h/s",
+                                refresh=False)
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        decoded.close()  # the worker processes end
+        bar.close()
 
     elapsed = time.perf_counter() - start
     failed_list = plan.failed_path(out, rank, world)  # the failures of the last run with work to do
