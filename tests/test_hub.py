@@ -328,3 +328,13 @@ def test_load_model_without_a_path_says_once_which_model_it_gives():
     quiet = subprocess.run([sys.executable, "-c", f"import encodecmae_hear as E; E.load_model({str(ROOT / 'checkpoints' / 'default.pt')!r})"],
                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert quiet.returncode == 0 and "bundled default model" not in quiet.stderr
+
+
+def test_asking_for_a_branch_asks_the_hub_even_with_the_old_file_cached(hub, official_bytes):
+    _, first = read_any(NAME)
+    new_commit = hub.publish(V2_REPO, {FILE: official_bytes["mel256"]})
+    assert read_any(NAME)[1]["provenance"]["published"]["commit"] == first["provenance"]["published"]["commit"]
+    _, moved = read_any(NAME, revision="main")
+    assert moved["provenance"]["published"]["commit"] == new_commit
+    hub.stop()  # and offline, the branch's cached file is what there is
+    assert read_any(NAME, revision="main")[1]["provenance"]["published"]["commit"] == new_commit

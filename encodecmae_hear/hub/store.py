@@ -107,8 +107,11 @@ def fetch(published: Published, revision: str | None = None) -> Fetched:
     pin = lock.get(published.filename)
     wanted = revision or (pin["commit"] if pin else "main")
     paths = _cached(published, wanted)
-    fresh = paths is None
-    if fresh:
+    # a branch or tag asked for by name is asked of the hub (it may have moved), when it answers
+    ask = paths is None or (revision is not None and not _GIT_SHA1.fullmatch(revision)
+                            and not offline() and unreachable(endpoint()) is None)
+    fresh = ask
+    if ask:
         _check_reachable(published)
         paths = _download(published, wanted)
     for path in paths:
