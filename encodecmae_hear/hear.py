@@ -39,11 +39,12 @@ from torch import nn
 
 from encodecmae_hear.allocator import keep_freed_memory
 from encodecmae_hear.audio import Chunker, check_audio, load_audio, num_frames
-from encodecmae_hear.checkpoint import load_checkpoint
+from encodecmae_hear.checkpoint import default_checkpoint, load_checkpoint
 from encodecmae_hear.hear_options import DTYPES, LAYER_CHOICES, HearOptions, parse_layer  # noqa: F401 (API)
 from encodecmae_hear.hub.names import PAPER_MODEL
 from encodecmae_hear.model import whitening
 from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
+from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 from encodecmae_hear.model.precision import bf16_encodec, cpu_has_bf16, int8_encoder
 
 # Windows per batch on CPU, per thread (see windows_per_batch).
@@ -281,9 +282,11 @@ def announce_default_once() -> None:
     global _announced
     if not _announced:
         _announced = True
-        print(f"encodecmae_hear: load_model() without a path gives the bundled default model "
-              f"(small, trained on a small corpus on a CPU: checkpoints/README.md); for the "
-              f"paper's EnCodecMAE use load_model({PAPER_MODEL!r})", file=sys.stderr)
+        path = default_checkpoint()
+        what = "the bundled default model (small, trained on a small corpus on a CPU: " \
+               "checkpoints/README.md)" if path == BUNDLED_CHECKPOINT else str(path)
+        print(f"encodecmae_hear: load_model() without a path gives {what}; for the paper's "
+              f"EnCodecMAE use load_model({PAPER_MODEL!r})", file=sys.stderr)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):

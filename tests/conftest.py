@@ -14,7 +14,9 @@ os.environ.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=os.path.join(_CACHES
                   ENCODECMAE_ENCODEC_URL="http://127.0.0.1:9/")
 os.environ.pop("HF_HUB_OFFLINE", None)
 
-import huggingface_hub  # noqa: E402,F401  (imported now, online: tests switch offline through the env)
+# huggingface_hub reads HF_HUB_OFFLINE when its constants are first imported: import them now,
+# online, so that tests can switch offline through the environment in any order.
+import huggingface_hub.constants  # noqa: E402,F401
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -55,8 +55,11 @@ class Fetched:
 
 
 def endpoint() -> str:
-    from huggingface_hub import constants
-    return (os.environ.get(ENDPOINT_ENV, "").strip() or constants.ENDPOINT).rstrip("/")
+    chosen = os.environ.get(ENDPOINT_ENV, "").strip()
+    if not chosen:
+        from huggingface_hub import constants
+        chosen = constants.ENDPOINT
+    return chosen.rstrip("/")
 
 
 def offline() -> bool:
