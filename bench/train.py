@@ -21,17 +21,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from encodecmae_hear.audio import resample  # noqa: E402
 from encodecmae_hear.model.config import SAMPLE_RATE, preset  # noqa: E402
 from encodecmae_hear.model.encodec import (
     EncodecTokenizer,  # noqa: E402
     build_encodec,  # noqa: E402
 )
 from encodecmae_hear.model.mae import EncodecMAE  # noqa: E402
+from encodecmae_hear.train.data import ManifestSource, make_loader, open_source  # noqa: E402
+from encodecmae_hear.train.manifest import describe, write_shards  # noqa: E402
 from encodecmae_hear.train.objectives import EncodecTargets  # noqa: E402
+from encodecmae_hear.train.raw_shards import write_raw_shards  # noqa: E402
 
 GPU_PEAK_TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "A10": 125, "L4": 121, "L40": 181,
                    "4090": 165, "3090": 71, "V100": 125, "T4": 65}  # dense bf16/fp16
@@ -117,13 +122,6 @@ def loader_data(kind: str, tmp: Path):
     "files": a manifest of WAV / FLAC / Ogg Vorbis at 16-48 kHz (decoded and resampled per
     crop); "opus-tar": mono 24 kHz Opus in tar shards (`make corpus`'s packed copy);
     "raw": raw shards (mono 24 kHz int16, memory-mapped; train/raw_shards.py)."""
-    import soundfile as sf
-
-    from encodecmae_hear.audio import resample
-    from encodecmae_hear.train.data import ManifestSource, open_source
-    from encodecmae_hear.train.manifest import describe, write_shards
-    from encodecmae_hear.train.raw_shards import write_raw_shards
-
     rng = np.random.default_rng(0)
     records = []
     for i, (sr, ext) in enumerate([(44100, "flac"), (16000, "wav"), (48000, "ogg"), (24000, "wav")] * 4):
@@ -148,8 +146,6 @@ def loader_data(kind: str, tmp: Path):
 def bench_loader(kind: str, workers: int, seconds: float) -> tuple[float, float | None]:
     """-> (4 s crops per second, bytes stored per second of audio) of a loader over the
     `kind` source, micro-batches of 8, `workers` loader processes (0: this process)."""
-    from encodecmae_hear.train.data import make_loader
-
     with tempfile.TemporaryDirectory() as tmp:
         source, stored = loader_data(kind, Path(tmp))
         loader = iter(make_loader(source, 8, 0, 1, 0, 0, num_workers=workers, prefetch=2))

@@ -44,8 +44,8 @@ from encodecmae_hear.hear_options import DTYPES, LAYER_CHOICES, HearOptions, par
 from encodecmae_hear.hub.names import PAPER_MODEL
 from encodecmae_hear.model import whitening
 from encodecmae_hear.model.config import FRAME_RATE, HOP_LENGTH
-from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 from encodecmae_hear.model.precision import bf16_encodec, cpu_has_bf16, int8_encoder
+from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 
 # Windows per batch on CPU, per thread (see windows_per_batch).
 CPU_WINDOWS_PER_THREAD = 1

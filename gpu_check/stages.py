@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.train import model_flops_per_sample, peak_flops
 from encodecmae_hear import files
 from encodecmae_hear.checkpoint import save_checkpoint
+from encodecmae_hear.cli import main as cli_main
 from encodecmae_hear.hear import get_timestamp_embeddings, load_model
 from encodecmae_hear.model.config import CHUNK_SAMPLES, SAMPLE_RATE, preset
 from encodecmae_hear.model.mae import EncodecMAE
@@ -185,8 +187,6 @@ def flops_per_audio_second(checkpoint: Path) -> float:
     """FLOPs of the HEAR path's window forward (frontend and encoder, as counted by
     torch's FlopCounterMode, in fp32 on CPU: the same count under every dtype) per
     second of audio."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     model = load_model(str(checkpoint))
     wav = 0.1 * torch.randn(1, CHUNK_SAMPLES)
     with FlopCounterMode(display=False) as counter:
@@ -199,8 +199,6 @@ def embed_files_case(case: dict, device: torch.device, deadline: float, inputs: 
     decoding, resampling, the HEAR path, .npy writes. Timed after a warm-up run on one
     of the files (imports, CUDA start, kernels); the steady rate leaves out the model
     load, timed apart."""
-    from encodecmae_hear.cli import main as cli_main
-
     folder = audio_folder(inputs, case["clip_s"], case["count"])
     with tempfile.TemporaryDirectory(prefix="gpu-check-embed-") as tmp:
         checkpoint = untrained_checkpoint(Path(tmp) / "untrained.pt", case["preset"], case["frontend"])

@@ -16,6 +16,7 @@ import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 
@@ -156,8 +157,6 @@ def main() -> None:
     """`python -m tests.hub_server`: serve the official-format test fixtures as the hub
     would (`mel256-ec-base_st`, `mel256-ec-base`, `v1/base`) until Ctrl-C, to try the
     commands by hand with HF_ENDPOINT set to the printed address."""
-    from pathlib import Path
-
     fixtures = Path(__file__).resolve().parent / "fixtures" / "official"
     hub = StandInHub()
     hub.publish("lpepino/encodecmae-v2", {"mel256-ec-base_st.pt": (fixtures / "mel256_st.pt").read_bytes(),

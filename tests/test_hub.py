@@ -4,22 +4,27 @@ pins, refusals, the `fetch` / `models` commands, HEAR tools on a fetched file, a
 official EnCodec weights for pretraining."""
 from __future__ import annotations
 
+import argparse
 import hashlib
+import http.server
 import io
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 
 import encodecmae_hear
 from encodecmae_hear.checkpoint import read_any
 from encodecmae_hear.cli import main
 from encodecmae_hear.errors import UserError
+from encodecmae_hear.evaluate import runner
 from encodecmae_hear.hub import store
 from encodecmae_hear.hub.encodec_weights import EncodecWeightsError, cache_path, encodec_weights
 from encodecmae_hear.hub.names import V2_REPO
@@ -211,7 +216,6 @@ def test_models_lists_bundled_fetched_and_published_names(hub):
 
 
 def test_embed_takes_a_published_name(hub, tmp_path):
-    import soundfile as sf
     sf.write(tmp_path / "clip.wav", CLIP[0].numpy(), 48_000)
     assert main(["embed", str(tmp_path / "clip.wav"), "--out", str(tmp_path / "emb"), "--model", NAME]) == 0
     assert list((tmp_path / "emb").rglob("*.npy"))
@@ -262,8 +266,6 @@ def test_cached_encodec_weights_are_used_and_checked_at_every_use(tmp_path, monk
 
 
 def test_encodec_weights_download_into_the_torch_cache_with_the_hash_checked(tmp_path, monkeypatch):
-    import http.server
-    import threading
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("ENCODECMAE_ENCODEC_WEIGHTS", raising=False)
     served = tmp_path / "mirror"
@@ -294,7 +296,6 @@ def test_pretrain_stops_in_one_line_when_the_paper_targets_cannot_be_had(tmp_pat
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("ENCODECMAE_ENCODEC_URL", "http://127.0.0.1:9/")
     monkeypatch.delenv("ENCODECMAE_ENCODEC_WEIGHTS", raising=False)
-    import soundfile as sf
     (tmp_path / "audio").mkdir()
     sf.write(tmp_path / "audio" / "a.wav", CLIP[0].numpy(), 48_000)
     status = main(["pretrain", "--data", str(tmp_path / "audio"), "--out", str(tmp_path / "run"),
@@ -307,8 +308,7 @@ def test_pretrain_stops_in_one_line_when_the_paper_targets_cannot_be_had(tmp_pat
 
 
 def test_a_hear_run_of_a_published_name_gives_heareval_a_file_and_records_where_from(hub, tmp_path):
-    from encodecmae_hear.evaluate import runner
-    parser = __import__("argparse").ArgumentParser()
+    parser = argparse.ArgumentParser()
     runner.add_common(parser, seeds=True, predict=True)
     args = parser.parse_args(["--tasks-dir", str(tmp_path / "tasks"), "--runs", str(tmp_path / "runs"),
                               "--model", NAME])

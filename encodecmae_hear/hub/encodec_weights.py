@@ -18,6 +18,9 @@ import os
 import re
 from pathlib import Path
 
+import torch.hub
+from encodec.model import ROOT_URL
+
 from encodecmae_hear import files
 from encodecmae_hear.errors import UserError, one_line
 from encodecmae_hear.hub.store import OFFLINE_ENV, offline, unreachable
@@ -39,15 +42,13 @@ def hash_prefix(file_name: str) -> str:
 
 
 def cache_path(file_name: str = OFFICIAL_FILE) -> Path:
-    import torch.hub
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 
 
 def source_url(file_name: str = OFFICIAL_FILE) -> str:
     base = os.environ.get(URL_ENV, "").strip()
     if not base:
-        from encodec.model import ROOT_URL  # the URL encodec's own loader uses
-        base = ROOT_URL
+        base = ROOT_URL  # the URL encodec's own loader uses
     return base.rstrip("/") + "/" + file_name
 
 
@@ -91,7 +92,6 @@ def encodec_weights(given: str | os.PathLike | None = None, *, download: bool,
         raise not_available(file_name, f"are not in the cache {cached.parent}")
     if offline():
         raise not_available(file_name, f"downloads are off ({OFFLINE_ENV}=1)")
-    import torch.hub
     url = source_url(file_name)
     failure = unreachable(url)
     if failure:

@@ -15,6 +15,9 @@ else `$HF_HOME/hub`, else its default), reading the variables at call time:
 * Offline (`HF_HUB_OFFLINE=1`) or with the endpoint unreachable, a cached name loads and
   a name that is not cached fails at once, with one line saying how to place it by hand
   (no retries: the endpoint is probed with one short connection first).
+
+huggingface_hub (and the HTTP stack under it) is imported inside the functions that use
+it: `checkpoint` reaches this module, and loading a local file should not pay for it.
 """
 from __future__ import annotations
 
@@ -111,10 +114,9 @@ def fetch(published: Published, revision: str | None = None) -> Fetched:
     wanted = revision or (pin["commit"] if pin else "main")
     paths = _cached(published, wanted)
     # a branch or tag asked for by name is asked of the hub (it may have moved), when it answers
-    ask = paths is None or (revision is not None and not _GIT_SHA1.fullmatch(revision)
-                            and not offline() and unreachable(endpoint()) is None)
-    fresh = ask
-    if ask:
+    fresh = paths is None or (revision is not None and not _GIT_SHA1.fullmatch(revision)
+                              and not offline() and unreachable(endpoint()) is None)
+    if fresh:
         _check_reachable(published)
         paths = _download(published, wanted)
     for path in paths:
