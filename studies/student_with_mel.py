@@ -4,8 +4,11 @@ input, the log-mel frames pooled to its 25 frames/s and standardised on corpus a
 
     python studies/student_with_mel.py probe --task ../valid_tasks/valid_pitch_class
     python studies/student_with_mel.py stats --manifest ../corpus/pretrain.jsonl --out mel_stats.pt
-    STUDENT_MEL_STATS=mel_stats.pt make hear MODULE=studies.student_with_mel MODEL=checkpoints/mobile-student.pt \
-        OPTIONS='{"mel_stats": "mel_stats.pt"}' TASKS_DIR=../valid_tasks SUITE=valid ...
+    STUDENT_MEL_STATS=mel_stats.pt make hear MODULE=studies.student_with_mel \
+        MODEL=checkpoints/mobile-student.pt TASKS_DIR=../valid_tasks SUITE=valid ...
+
+(The statistics come from $STUDENT_MEL_STATS, as `make hear`'s validation step passes no
+model options.)
 
 `probe`: a linear probe (standardised logistic regression, C = 0.1, each fold held out
 in turn) on nothing but each clip's mean log-mel, the student's input.

@@ -62,6 +62,29 @@ def test_large_attention_uses_85_dim_heads():
     assert att.wq.weight.shape == (1020, 1024) and att.wo.weight.shape == (1024, 1020)
 
 
+def test_attention_runs_a_fused_sdpa_kernel_with_a_padding_mask():
+    """The head-minor q, k, v are made contiguous, so SDPA takes its fused CPU kernel
+    (flash) rather than the unfused math path; and the output is the same attention."""
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(dim=64, heads=4).eval()
+    x = torch.randn(2, 30, 64)
+    padded = torch.zeros(2, 30, dtype=torch.bool)
+    padded[1, 20:] = True
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        out = attention(x, padded)
+    ops = {event.key for event in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
+    assert "aten::_scaled_dot_product_attention_math" not in ops
+    with torch.no_grad():  # written out: head h owns channels h, h + H, ... (head-minor)
+        q, k, v = (w(x).view(2, 30, 16, 4).permute(0, 3, 1, 2)
+                   for w in (attention.wq, attention.wk, attention.wv))
+        logits = q @ k.transpose(-1, -2) / math.sqrt(16)
+        logits = logits.masked_fill(padded[:, None, None, :], float("-inf"))
+        heads = (logits.softmax(-1) @ v).permute(0, 2, 3, 1).reshape(2, 30, 64)
+        expected = attention.wo(heads)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("seconds, ec_frames, mel_frames", [(4.0, 300, 300), (1.3, 98, 97)])
 def test_frame_counts(tiny_encodec, seconds, ec_frames, mel_frames):
     wav = torch.randn(1, int(seconds * 24000)) * 0.1

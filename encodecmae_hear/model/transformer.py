@@ -52,7 +52,7 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         # Contiguous: SDPA's fused kernels (flash on CPU and CUDA) need a unit stride on the
         # last dimension, which the head-minor view lacks; without them it falls back to
-        # the unfused math path (4x slower per attention on CPU, measured in docs/RESULTS.md).
+        # the unfused math path (3.6x slower per attention on CPU; docs/RESULTS.md).
         return x.view(b, t, self.head_dim, self.heads).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
