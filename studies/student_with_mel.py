@@ -8,7 +8,7 @@ input, the log-mel frames pooled to its 25 frames/s and standardised on corpus a
         MODEL=checkpoints/mobile-student.pt TASKS_DIR=../valid_tasks SUITE=valid ...
 
 (The statistics come from $STUDENT_MEL_STATS, as `make hear`'s validation step passes no
-model options.)
+model options. With STUDENT_MEL_ONLY=1 the output is the mel block alone.)
 
 `probe`: a linear probe (standardised logistic regression, C = 0.1, each fold held out
 in turn) on nothing but each clip's mean log-mel, the student's input.
@@ -49,13 +49,15 @@ class StudentWithMel(torch.nn.Module):
         self.hear, self.frontend = hear, LogMelFrontend()
         self.mean, self.std = stats["mean"], stats["std"]
         self.sample_rate = SAMPLE_RATE
-        self.scene_embedding_size = self.timestamp_embedding_size = hear.timestamp_embedding_size + 64
+        self.mel_only = os.environ.get("STUDENT_MEL_ONLY") == "1"  # the mel block alone
+        width = 64 if self.mel_only else hear.timestamp_embedding_size + 64
+        self.scene_embedding_size = self.timestamp_embedding_size = width
 
     @torch.no_grad()
     def embed(self, audio: torch.Tensor) -> torch.Tensor:
         frames = self.hear.embed(audio)
-        mel = pooled_mel(self.frontend, audio.float(), frames.shape[1], self.hear.hop)
-        return torch.cat([(mel - self.mean) / self.std, frames], -1)
+        mel = (pooled_mel(self.frontend, audio.float(), frames.shape[1], self.hear.hop) - self.mean) / self.std
+        return mel if self.mel_only else torch.cat([mel, frames], -1)
 
 
 def load_model(model_file_path: str = "", mel_stats: str = "", **options) -> StudentWithMel:
