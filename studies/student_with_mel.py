@@ -2,16 +2,16 @@
 input, the log-mel frames pooled to its 25 frames/s and standardised on corpus audio?
 (The teacher's `input+concat` embedding carries its input tokens the same way.)
 
-    python studies/student_with_mel.py probe --task ../valid_tasks/valid_pitch_class
-    python studies/student_with_mel.py stats --manifest ../corpus/pretrain.jsonl --out mel_stats.pt
+    python -m studies.student_with_mel probe --task ../valid_tasks/valid_pitch_class
+    python -m studies.student_with_mel stats --manifest ../corpus/pretrain.jsonl --out mel_stats.pt
     STUDENT_MEL_STATS=mel_stats.pt make hear MODULE=studies.student_with_mel \
         MODEL=checkpoints/mobile-student.pt TASKS_DIR=../valid_tasks SUITE=valid ...
 
 (The statistics come from $STUDENT_MEL_STATS, as `make hear`'s validation step passes no
 model options. With STUDENT_MEL_ONLY=1 the output is the mel block alone.)
 
-`probe`: a linear probe (standardised logistic regression, C = 0.1, each fold held out
-in turn) on nothing but each clip's mean log-mel, the student's input.
+`probe`: fold_probe.py's linear probe (C = 0.1, each fold held out in turn) on nothing
+but each clip's mean log-mel, the student's input.
 `stats`: the pooled log-mel's mean and std over corpus audio. The rest of the file is
 a HEAR module (load_model, get_timestamp_embeddings, get_scene_embeddings) over
 encodecmae_hear.mobile_hear: each frame is [standardised pooled log-mel (64), the
@@ -20,7 +20,6 @@ student's frame]. Not part of the package.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import random
@@ -92,27 +91,20 @@ def stats(manifest: str, out: str, files: int, seconds: float, seed: int) -> Non
 
 def probe(task: str) -> None:
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    frontend, x, y, fold = LogMelFrontend(), [], [], []
-    for k, labels_file in enumerate(sorted(glob.glob(f"{task}/fold*.json"))):
-        name = os.path.basename(labels_file)[:-5]
-        for clip, label in json.load(open(labels_file)).items():
-            wav = load_audio(f"{task}/{SAMPLE_RATE}/{name}/{clip}", SAMPLE_RATE)
+    from studies.fold_probe import fold_accuracy
+
+    meta = json.load(open(f"{task}/task_metadata.json"))
+    frontend, x, labels, folds = LogMelFrontend(), [], [], []
+    for fold in meta["splits"]:
+        for clip, target in json.load(open(f"{task}/{fold}.json")).items():
+            wav = load_audio(f"{task}/{SAMPLE_RATE}/{fold}/{clip}", SAMPLE_RATE)
             wav = wav[: wav.shape[-1] // MEL_HOP * MEL_HOP].reshape(1, -1)
             x.append(frontend(wav)[0].mean(0).numpy())
-            y.append(label[0] if isinstance(label, list) else label)
-            fold.append(k)
-    x, y, fold = np.array(x), np.array(y), np.array(fold)
-    scores = []
-    for k in sorted(set(fold)):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-        clf.fit(x[fold != k], y[fold != k])
-        scores.append(float((clf.predict(x[fold == k]) == y[fold == k]).mean()))
-    print(f"{task}: mean log-mel probe {100 * np.mean(scores):.1f} % "
-          f"(folds: {', '.join(f'{100 * s:.1f}' for s in scores)})")
+            labels.append(target[0])
+            folds.append(fold)
+    score = fold_accuracy(np.array(x), np.array(labels), np.array(folds), C=0.1)
+    print(f"{task}: mean log-mel probe {100 * score:.1f} %")
 
 
 if __name__ == "__main__":
