@@ -20,6 +20,8 @@ import warnings
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+from torch.ao.quantization import per_channel_dynamic_qconfig
 
 from encodecmae_hear.model.encodec import fold_weight_norm
 
@@ -29,9 +31,6 @@ def cpu_has_bf16() -> bool:
 
 
 def _int8_linear(linear: nn.Linear) -> nn.Module:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-    from torch.ao.quantization import per_channel_dynamic_qconfig
-
     source = copy.copy(linear)  # from_float reads .qconfig: set it on a copy, not on `linear`
     source.qconfig = per_channel_dynamic_qconfig
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
