@@ -4,7 +4,7 @@
 
 .PHONY: corpus heldout-tasks valid-tasks default-model prove-default teacher-cache
 .PHONY: teacher-ablation teacher-ablation-run teacher-ablation-valid mobile-models mobile-model prove-mobile
-.PHONY: valid-mobile
+.PHONY: valid-mobile valid-input-block
 
 comma := ,
 HARDWARE  ?= unknown
@@ -62,6 +62,11 @@ MOBILE_STEPS_temporalgap ?= 300
 MOBILE_PRESET_student    ?= mobile-tiny
 MOBILE_BATCH_student     ?= 64
 MOBILE_WARMUP_student    ?= 100
+# The student's HEAR embedding carries its own log-mel and chroma in front of what it
+# learnt (`input-block`, docs/MOBILE.md section 10), each channel standardised on the
+# corpus and multiplied by this weight, chosen on the validation suite (valid-input-block).
+MOBILE_INPUT_BLOCK ?= 4
+INPUT_BLOCK_WEIGHTS ?= 1 2 4
 MOBILE_RECIPE = DATA=$(CORPUS)/packed BATCH=$(or $(MOBILE_BATCH_$(M)),16) STEPS=$(MOBILE_STEPS_$(M)) \
 	    OUT=runs/mobile/$(M) ARGS="--workers 1 --warmup-steps $(or $(MOBILE_WARMUP_$(M)),50) \
 	    --checkpoint-every 100 --log-every 25 $(SEED_ARGS)"
@@ -129,6 +134,8 @@ mobile-model: $(STAMP)
 	$(if $(filter student,$(M)),$(MAKE) distill STUDENT=$(MOBILE_PRESET_student) $(MOBILE_RECIPE),$(MAKE) \
 	    mobile-pretrain OBJECTIVE=$(M) MOBILE_PRESET=mobile-quarter $(MOBILE_RECIPE))
 	$(PY) -m encodecmae_hear bundle runs/mobile/$(M) -o checkpoints/mobile-$(M).pt --half --hardware "$(HARDWARE)"
+	$(if $(filter student,$(M)),$(PY) -m encodecmae_hear input-block checkpoints/mobile-student.pt \
+	    --data $(CORPUS)/packed --weight $(MOBILE_INPUT_BLOCK))
 
 prove-mobile: $(STAMP) ## TASKS=: the mobile models' HEAR rows beside the default's (runs/proof)
 	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS)
@@ -148,4 +155,15 @@ valid-mobile: $(STAMP) ## VALID=: the mobile models against the default on the v
 	    OPTIONS='{"whiten_scene": true}'
 	for m in $(MOBILE_MODELS); do $(MAKE) --no-print-directory hear $(VALID_MOBILE) \
 	    MODULE=encodecmae_hear.mobile_hear MODEL=checkpoints/mobile-$$m.pt LABEL=mobile-$$m || exit 1; done
+	$(PY) -m encodecmae_hear hear-table --runs runs/mobile-valid --suite valid --against default --stem mobile --no-plot
+
+# The input block's weight: the bundled student's learnt weights with the block at each of
+# INPUT_BLOCK_WEIGHTS (0: none), on the validation suite beside valid-mobile's rows.
+valid-input-block: $(STAMP) ## VALID= CORPUS=: the student's input block at each weight, validation suite
+	mkdir -p runs/input-block
+	for w in $(INPUT_BLOCK_WEIGHTS); do \
+	    $(PY) -m encodecmae_hear input-block checkpoints/mobile-student.pt --data $(CORPUS)/packed \
+	        --weight $$w -o runs/input-block/student-w$$w.pt || exit 1; \
+	    $(MAKE) --no-print-directory hear $(VALID_MOBILE) MODULE=encodecmae_hear.mobile_hear \
+	        MODEL=runs/input-block/student-w$$w.pt LABEL=student-block-w$$w || exit 1; done
 	$(PY) -m encodecmae_hear hear-table --runs runs/mobile-valid --suite valid --against default --stem mobile --no-plot

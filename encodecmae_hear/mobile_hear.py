@@ -15,7 +15,8 @@ give the same frames as one pass over the whole sound.
 
 Output: "encoder" (the frame embeddings, 512 x width), or for a distilled student
 "distill" (its prediction of the teacher's embedding blocks, side by side), which is
-the default for checkpoints with a distill head.
+the default for checkpoints with a distill head; for a model with an input block
+(model/mobile_input.py), that block in front of either.
 """
 from __future__ import annotations
 
@@ -26,16 +27,12 @@ from torch import nn
 
 from encodecmae_hear.audio import check_audio
 from encodecmae_hear.checkpoint import load_checkpoint
-from encodecmae_hear.model.mobile import SAMPLE_RATE, MobileConfig, MobileModel
+from encodecmae_hear.model.mobile import SAMPLE_RATE, MobileConfig, MobileModel, hear_width
 from encodecmae_hear.paths import BUNDLED_STUDENT
 
 OUTPUTS = ("encoder", "distill")
 CONTEXT_FRAMES = 16          # frames of real audio on each side of a window (0.64 s)
 ONNX_METADATA_KEY = "encodecmae_hear"  # JSON: {"config": MobileConfig dict, "output": ...}
-
-
-def output_width(config: MobileConfig, output: str) -> int:
-    return sum(config.distill_dims) if output == "distill" else config.dim
 
 
 class OnnxFrames:
@@ -85,7 +82,7 @@ class MobileHear(nn.Module):
                              f"is {config.head!r}")
         self.config, self.output, self.hop = config, output, config.frame_hop
         self.chunk_frames = max(1, round(float(chunk_seconds) * config.frame_rate))
-        self.scene_embedding_size = self.timestamp_embedding_size = output_width(config, output)
+        self.scene_embedding_size = self.timestamp_embedding_size = hear_width(config, output)
         self.provenance: dict = {}
 
     @property
@@ -96,7 +93,7 @@ class MobileHear(nn.Module):
         """wav (B, N) -> (B, ceil(N / hop), E) by the backend."""
         if self.onnx is not None:
             return self.onnx(wav).to(wav.device)
-        return self.model.distilled(wav) if self.output == "distill" else self.model.frames(wav)
+        return self.model.hear_frames(wav, self.output)
 
     def num_frames(self, num_samples: int) -> int:
         """round(num_samples / hop), halves up: the frames whose centre is in the audio."""

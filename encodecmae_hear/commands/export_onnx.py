@@ -4,7 +4,8 @@
 
 The graph holds the whole embedding path after the HEAR input checks: 16 kHz waveform
 (B, N), any N -> zero-padding to whole frames -> log-mel (STFT op) -> encoder (each
-BatchNorm folded into its convolution) [-> distill head] -> frames (B, ceil(N / 640), E).
+BatchNorm folded into its convolution) [-> distill head] [, input block] -> frames
+(B, ceil(N / 640), E).
 The model's config and output travel in the file's metadata, so
 `encodecmae_hear.mobile_hear.load_model("student.onnx")` serves it through onnxruntime.
 Every export is checked against PyTorch on generated audio; the command prints the
@@ -56,7 +57,7 @@ class Exported(nn.Module):
         self.output = output
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.model.distilled(wav) if self.output == "distill" else self.model.frames(wav)
+        return self.model.hear_frames(wav, self.output)
 
 
 def export(model: MobileModel, out, output: str = "encoder", provenance: dict | None = None) -> Path:
@@ -79,12 +80,14 @@ def export(model: MobileModel, out, output: str = "encoder", provenance: dict | 
 
 def quantise(src, out) -> Path:
     """Dynamic int8 quantisation (weights int8, activations quantised on the fly) of the
-    encoder and head; the frontend (DFT and mel matrices) stays float32."""
+    encoder and head; the frontend and the input block (DFT, mel and chroma matrices)
+    stay float32."""
     import onnx  # optional dependencies (extra [mobile])
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    spectral = ("model.frontend.", "model.input_block.")  # DFTs and filterbanks stay float32
     frontend = [node.name for node in onnx.load(str(src)).graph.node
-                if any(name.startswith("model.frontend.") for name in node.input)]
+                if any(name.startswith(spectral) for name in node.input)]
     tmp = files.temp_path(out)
     try:
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=frontend)
@@ -100,7 +103,7 @@ def compare(model: MobileModel, path, output: str, seconds: float = 3.3) -> dict
     generator = torch.Generator().manual_seed(0)
     wav = (torch.rand(2, int(seconds * SAMPLE_RATE), generator=generator) * 2 - 1) * 0.3
     with torch.no_grad():
-        expected = model.distilled(wav) if output == "distill" else model.frames(wav)
+        expected = model.hear_frames(wav, output)
     got = OnnxFrames(str(path))(wav)
     if got.shape != expected.shape:
         raise RuntimeError(f"{path}: ONNX frames have shape {tuple(got.shape)}, "

@@ -16,7 +16,9 @@ frequency (64 bins -> 1); only the first two halve time, so the output has one f
 The frame embedding is the last block's channels (512 x width).
 
 `MobileModel` = frontend + encoder + the training head its config names ("" none,
-"cbow" / "skipgram" Audio2Vec decoders, "temporalgap", "distill"); mobile_heads.py.
+"cbow" / "skipgram" Audio2Vec decoders, "temporalgap", "distill"); mobile_heads.py. With
+`input_block` > 0 its HEAR embedding also carries its input, standardised log-mel and
+chroma (model/mobile_input.py), in front of the learnt channels.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from torchaudio.functional import melscale_fbanks
 
 from encodecmae_hear.model.config import check_keys
 from encodecmae_hear.model.mobile_heads import HEADS, build_head
+from encodecmae_hear.model.mobile_input import WIDTH as INPUT_BLOCK_WIDTH
+from encodecmae_hear.model.mobile_input import InputBlock, check_weight
 
 ARCHITECTURE = "mobile"           # the checkpoint config's discriminator
 SAMPLE_RATE = 16_000
@@ -61,6 +65,7 @@ class MobileConfig:
     head: str = ""                        # training head: "", cbow, skipgram, temporalgap, distill
     context: int = 2                      # Audio2Vec: slices on each side of the centre one
     distill_dims: tuple[int, ...] = ()    # distill: width of each teacher block predicted
+    input_block: float = 0.0              # weight of the input block in the HEAR embedding; 0: none
 
     def __post_init__(self):
         for name in ("base_channels", "time_pools", "freq_pools", "distill_dims"):
@@ -79,6 +84,7 @@ class MobileConfig:
             raise ValueError("a distill head needs distill_dims (the teacher blocks' widths)")
         if self.context < 1:
             raise ValueError(f"context must be >= 1, got {self.context}")
+        check_weight(self.input_block)
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -123,6 +129,13 @@ def mobile_preset(name: str, **overrides) -> MobileConfig:
     if name not in _WIDTHS:
         raise ValueError(f"unknown mobile preset {name!r}; choose one of {MOBILE_PRESETS}")
     return MobileConfig(width=_WIDTHS[name], **overrides)
+
+
+def hear_width(config: MobileConfig, output: str) -> int:
+    """Width of the HEAR embedding: the input block if any, then the encoder's frames or
+    ("distill") the head's prediction of the teacher's blocks."""
+    learnt = sum(config.distill_dims) if output == "distill" else config.dim
+    return learnt + (INPUT_BLOCK_WIDTH if config.input_block > 0 else 0)
 
 
 class LogMelFrontend(nn.Module):
@@ -179,6 +192,8 @@ class MobileModel(nn.Module):
         self.encoder = ConvEncoder(config)
         self.head = build_head(config.head, config.channels, config.time_pools,
                                config.freq_pools, config.context, config.distill_dims)
+        self.input_block = (InputBlock(SAMPLE_RATE, config.frame_hop, config.time_stride, config.input_block)
+                            if config.input_block > 0 else None)
 
     @property
     def dim(self) -> int:
@@ -188,10 +203,13 @@ class MobileModel(nn.Module):
         """Frames for a clip of `num_samples` at 16 kHz: ceil(N / frame_hop)."""
         return -(-num_samples // self.config.frame_hop)
 
+    def padded(self, wav: torch.Tensor) -> torch.Tensor:
+        hop = self.config.frame_hop
+        return F.pad(wav, (0, (hop - wav.shape[-1] % hop) % hop))
+
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, N) at 16 kHz -> (B, 4 * frames, 64), zero-padded to whole frames."""
-        hop = self.config.frame_hop
-        return self.frontend(F.pad(wav, (0, (hop - wav.shape[-1] % hop) % hop)))
+        return self.frontend(self.padded(wav))
 
     def frames(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, N) at 16 kHz -> frame embeddings (B, ceil(N / frame_hop), dim)."""
@@ -206,6 +224,18 @@ class MobileModel(nn.Module):
         if self.config.head != "distill":
             raise ValueError(f"this model has no distill head (head {self.config.head!r})")
         return torch.cat(self.head(self.frames(wav)), dim=-1)
+
+    def hear_frames(self, wav: torch.Tensor, output: str) -> torch.Tensor:
+        """wav (B, N) at 16 kHz -> the HEAR embedding (B, frames, hear_width(config, output)):
+        [input block,] then the encoder's frames or ("distill") the head's prediction."""
+        if self.input_block is None:
+            return self.distilled(wav) if output == "distill" else self.frames(wav)
+        wav = self.padded(wav)
+        mel = self.frontend(wav)
+        learnt = self.encoder(mel)
+        if output == "distill":
+            learnt = torch.cat(self.head(learnt), dim=-1)
+        return torch.cat([self.input_block(wav, mel), learnt], dim=-1)
 
 
 def macs_per_second(model: MobileModel, head: bool = False) -> int:
@@ -234,4 +264,8 @@ def macs_per_second(model: MobileModel, head: bool = False) -> int:
         for hook in hooks:
             hook.remove()
     mel_frames = model.log_mel(torch.zeros(1, SAMPLE_RATE)).shape[1]
-    return total + mel_frames * (N_FFT // 2 + 1) * (2 * WINDOW + MEL_BINS)
+    total += mel_frames * (N_FFT // 2 + 1) * (2 * WINDOW + MEL_BINS)
+    if model.input_block is not None:  # its DFT and chroma matrix, once per frame
+        basis, chroma = model.input_block.basis, model.input_block.chroma
+        total += model.num_frames(SAMPLE_RATE) * (basis.shape[0] * basis.shape[2] + chroma.numel())
+    return total

@@ -1,0 +1,139 @@
+"""The mobile student's input block (model/mobile_input.py, `input-block`): chroma finds
+the pitch class of a tone, the block is standardised with corpus statistics and weighted,
+sits in front of the unchanged learnt channels in HEAR and in ONNX, and a checkpoint's
+block must match its config."""
+import math
+
+import onnx  # the [mobile] extra, which `make install` installs
+import pytest
+import torch
+
+from encodecmae_hear.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from encodecmae_hear.cli import main
+from encodecmae_hear.mobile_hear import MobileHear, OnnxFrames, get_timestamp_embeddings, load_model
+from encodecmae_hear.model.mobile import MobileModel, mobile_preset
+from encodecmae_hear.model.mobile_input import CHROMA_BAND, chroma_matrix
+from tests.conftest import tone_mix
+from tests.test_mobile_hear import tiny_mobile  # noqa: F401 (fixture)
+from tests.train_helpers import write_corpus, write_manifest
+
+C4 = 261.6256
+
+
+def harmonic_note(midi: int, seconds: float = 1.0) -> torch.Tensor:
+    t = torch.arange(int(16000 * seconds), dtype=torch.float64) / 16000
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    wav = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 6) if k * f0 < 7500)
+    return (0.2 * wav).float()[None]
+
+
+def test_chroma_matrix_shares_each_bin_inside_the_band():
+    weights = chroma_matrix(512, 16000)
+    freqs = torch.arange(257) * 16000 / 512
+    inside = (freqs >= CHROMA_BAND[0]) & (freqs <= CHROMA_BAND[1])
+    torch.testing.assert_close(weights[inside].sum(1), torch.ones(int(inside.sum())))
+    assert float(weights[~inside].abs().max()) == 0.0
+    c5_bin = round(2 * C4 / (16000 / 512))  # the bin nearest C5 gives most to C
+    assert int(weights[c5_bin].argmax()) == 0
+
+
+@pytest.mark.parametrize("midi", [55, 60, 64, 69, 71, 74, 78, 81])  # octaves 3-5, as the pitch tasks
+def test_chroma_names_the_pitch_class_of_a_harmonic_note(tiny_mobile, midi):  # noqa: F811
+    model = MobileModel(tiny_mobile.config.replace(input_block=1.0)).eval()
+    chroma = model.input_block.chroma_frames(harmonic_note(midi))[0, 2:-2]
+    assert int(chroma.mean(0).argmax()) == midi % 12
+
+
+def test_block_is_standardised_weighted_and_in_front_of_the_learnt_frames(tiny_mobile):  # noqa: F811
+    model = MobileModel(tiny_mobile.config.replace(input_block=2.5)).eval()
+    model.load_state_dict(tiny_mobile.state_dict(), strict=False)
+    mean, std = torch.linspace(-3, 3, 76), torch.linspace(0.5, 2.0, 76)
+    model.input_block.set_stats(mean, std)
+    wav = tone_mix(2.3, 16000, seed=3)
+    with torch.no_grad():
+        out = model.hear_frames(wav, "distill")
+        learnt = tiny_mobile.distilled(wav)
+        raw = model.input_block.features(model.padded(wav), model.log_mel(wav))
+    assert out.shape == (1, 58, 76 + 32)
+    torch.testing.assert_close(out[..., 76:], learnt)
+    torch.testing.assert_close(out[..., :76], (raw - mean) / std * 2.5)
+    torch.testing.assert_close(raw[0, :, :64], model.log_mel(wav)[0].view(58, 4, 64).mean(1))
+
+
+def test_a_checkpoint_needs_the_block_its_config_names(tmp_path, tiny_mobile):  # noqa: F811
+    path = tmp_path / "student.pt"
+    save_checkpoint(path, tiny_mobile)
+    payload = read_checkpoint(path)
+    payload["config"]["input_block"] = 1.0
+    torch.save(payload, tmp_path / "no_stats.pt")
+    with pytest.raises(CheckpointError, match="input_block.mean"):
+        load_checkpoint(tmp_path / "no_stats.pt", architecture="mobile")
+    payload["config"]["input_block"] = -1.0
+    torch.save(payload, tmp_path / "negative.pt")
+    with pytest.raises(CheckpointError, match="input_block must be a finite weight >= 0"):
+        load_checkpoint(tmp_path / "negative.pt", architecture="mobile")
+    del payload["config"]["input_block"]  # a checkpoint written before the block existed
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt", architecture="mobile")[0].input_block is None
+
+
+@pytest.fixture(scope="module")
+def with_block(tmp_path_factory, tiny_mobile):  # noqa: F811
+    folder = tmp_path_factory.mktemp("input_block")
+    manifest = write_manifest(folder / "corpus.jsonl", write_corpus(folder / "audio"))
+    plain = folder / "student.pt"
+    save_checkpoint(plain, tiny_mobile, half=True)
+    assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "3",
+                 "--crops", "6", "-o", str(folder / "block.pt")]) == 0
+    return plain, folder / "block.pt", manifest
+
+
+def test_input_block_command_measures_the_corpus_and_keeps_the_learnt_weights(with_block):
+    plain, block, manifest = with_block
+    before, _ = load_checkpoint(plain, architecture="mobile")
+    after, payload = load_checkpoint(block, architecture="mobile")
+    assert after.config.input_block == 3.0 and payload["provenance"]["input_block"]["crops"] == 6
+    learnt = {k: v for k, v in after.state_dict().items() if not k.startswith("input_block.")}
+    assert learnt.keys() == before.state_dict().keys()
+    assert all(torch.equal(v, before.state_dict()[k]) for k, v in learnt.items())
+    audio = tone_mix(4.0, 16000, seed=5)
+    emb, _ = get_timestamp_embeddings(audio, load_model(str(block)))
+    plain_emb, _ = get_timestamp_embeddings(audio, load_model(str(plain)))
+    assert emb.shape[-1] == 76 + plain_emb.shape[-1]
+    torch.testing.assert_close(emb[..., 76:], plain_emb)
+    # the corpus's own frames come out near mean 0 and std `weight` per channel
+    from encodecmae_hear.train.data import open_source
+    from encodecmae_hear.train.input_block import measure
+    stats = measure(after, open_source(str(manifest), 0).sample(6, 0))
+    torch.testing.assert_close(after.input_block.mean, stats["mean"], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(after.input_block.std, stats["std"].clamp(min=1e-3), atol=2e-3, rtol=2e-3)
+
+
+def test_weight_zero_removes_the_block(with_block, tmp_path):
+    plain, block, manifest = with_block
+    assert main(["input-block", str(block), "--data", str(manifest), "--weight", "0",
+                 "-o", str(tmp_path / "none.pt")]) == 0
+    model, _ = load_checkpoint(tmp_path / "none.pt", architecture="mobile")
+    assert model.input_block is None
+    assert model.state_dict().keys() == load_checkpoint(plain, architecture="mobile")[0].state_dict().keys()
+
+
+def test_onnx_export_carries_the_block(with_block, tmp_path):
+    _, block, _ = with_block
+    out = tmp_path / "block.onnx"
+    assert main(["export-onnx", str(block), str(out), "--int8"]) == 0
+    model, _ = load_checkpoint(block, architecture="mobile")
+    wav = tone_mix(5.3, 16000, seed=6, n=2)
+    with torch.no_grad():
+        expected = model.hear_frames(wav, "distill")
+    got = OnnxFrames(str(out), threads=1)(wav)
+    assert got.shape == expected.shape == (2, 133, 76 + 32)
+    assert float((got - expected).abs().max()) <= 1e-4
+    windows, _ = get_timestamp_embeddings(wav, MobileHear(model, chunk_seconds=1.0))
+    torch.testing.assert_close(windows, expected[:, :windows.shape[1]], atol=1e-4, rtol=1e-4)
+    # int8 quantises the encoder only: the block's DFT stays float and its channels exact
+    int8 = out.with_suffix(".int8.onnx")
+    types = {t.name: t.data_type for t in onnx.load(str(int8)).graph.initializer}
+    assert types["model.input_block.basis"] == onnx.TensorProto.FLOAT
+    quantised = OnnxFrames(str(int8), threads=1)(wav)
+    assert float((quantised[..., :76] - expected[..., :76]).abs().max()) <= 1e-4
