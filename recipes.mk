@@ -65,8 +65,8 @@ MOBILE_WARMUP_student    ?= 100
 # The student's HEAR embedding carries its own log-mel and chroma in front of what it
 # learnt (`input-block`, docs/MOBILE.md section 10), each channel standardised on the
 # corpus and multiplied by this weight, chosen on the validation suite (valid-input-block).
-MOBILE_INPUT_BLOCK ?= 4
-INPUT_BLOCK_WEIGHTS ?= 1 2 4
+MOBILE_INPUT_BLOCK ?= 1
+INPUT_BLOCK_WEIGHTS ?= 1 2
 MOBILE_RECIPE = DATA=$(CORPUS)/packed BATCH=$(or $(MOBILE_BATCH_$(M)),16) STEPS=$(MOBILE_STEPS_$(M)) \
 	    OUT=runs/mobile/$(M) ARGS="--workers 1 --warmup-steps $(or $(MOBILE_WARMUP_$(M)),50) \
 	    --checkpoint-every 100 --log-every 25 $(SEED_ARGS)"
