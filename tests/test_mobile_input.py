@@ -11,8 +11,8 @@ import torch
 from encodecmae_hear.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from encodecmae_hear.cli import main
 from encodecmae_hear.mobile_hear import MobileHear, OnnxFrames, get_timestamp_embeddings, load_model
-from encodecmae_hear.model.mobile import MobileModel, mobile_preset
-from encodecmae_hear.model.mobile_input import CHROMA_BAND, chroma_matrix
+from encodecmae_hear.model.mobile import MEL_BINS, MobileModel
+from encodecmae_hear.model.mobile_input import CHROMA_BAND, MEL_CHANNELS, chroma_matrix
 from tests.conftest import tone_mix
 from tests.test_mobile_hear import tiny_mobile  # noqa: F401 (fixture)
 from tests.train_helpers import write_corpus, write_manifest
@@ -35,6 +35,7 @@ def test_chroma_matrix_shares_each_bin_inside_the_band():
     assert float(weights[~inside].abs().max()) == 0.0
     c5_bin = round(2 * C4 / (16000 / 512))  # the bin nearest C5 gives most to C
     assert int(weights[c5_bin].argmax()) == 0
+    assert MEL_CHANNELS == MEL_BINS  # the block's width follows the frontend's
 
 
 @pytest.mark.parametrize("midi", [55, 60, 64, 69, 71, 74, 78, 81])  # octaves 3-5, as the pitch tasks
