@@ -110,6 +110,15 @@ def test_input_block_command_measures_the_corpus_and_keeps_the_learnt_weights(wi
     torch.testing.assert_close(after.input_block.std, stats["std"].clamp(min=1e-3), atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.parametrize("weight", ["-1", "inf", "nan"])
+def test_a_bad_weight_is_refused(with_block, tmp_path, capsys, weight):
+    plain, _, manifest = with_block
+    assert main(["input-block", str(plain), "--data", str(manifest), "--weight", weight,
+                 "-o", str(tmp_path / "x.pt")]) == 2
+    assert "--weight a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_weight_zero_removes_the_block(with_block, tmp_path):
     plain, block, manifest = with_block
     assert main(["input-block", str(block), "--data", str(manifest), "--weight", "0",
@@ -138,3 +147,10 @@ def test_onnx_export_carries_the_block(with_block, tmp_path):
     assert types["model.input_block.basis"] == onnx.TensorProto.FLOAT
     quantised = OnnxFrames(str(int8), threads=1)(wav)
     assert float((quantised[..., :76] - expected[..., :76]).abs().max()) <= 1e-4
+
+
+def test_an_encodecmae_checkpoint_is_refused(with_block, tiny_checkpoint, tmp_path, capsys):
+    _, _, manifest = with_block
+    assert main(["input-block", str(tiny_checkpoint), "--data", str(manifest), "--weight", "1",
+                 "-o", str(tmp_path / "x.pt")]) == 2
+    assert "is not a mobile checkpoint" in capsys.readouterr().err

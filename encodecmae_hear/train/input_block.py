@@ -10,6 +10,7 @@ removes the block again.
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
@@ -51,8 +52,9 @@ def measure(model: MobileModel, crops: list[tuple[torch.Tensor, int]]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.crops < 1 or not args.weight >= 0:
-        raise UserError(f"--crops must be >= 1 and --weight >= 0; got {args.crops} and {args.weight}")
+    if args.crops < 1 or not 0 <= args.weight < math.inf:
+        raise UserError(f"--crops must be >= 1 and --weight a finite number >= 0; got {args.crops} "
+                        f"and {args.weight}")
     payload = read_checkpoint(args.checkpoint)
     if payload["config"].get("architecture") != "mobile":
         raise UserError(f"{args.checkpoint} is not a mobile checkpoint; the input block belongs to "
