@@ -17,7 +17,7 @@ import torch
 from encodecmae_hear import files
 from encodecmae_hear.checkpoint import model_from_payload, read_checkpoint, write_payload
 from encodecmae_hear.errors import UserError
-from encodecmae_hear.model.mobile import MobileModel
+from encodecmae_hear.model.mobile import ARCHITECTURE, MobileModel
 from encodecmae_hear.train.data import open_source
 from encodecmae_hear.train.mobile_objectives import to_16k
 from encodecmae_hear.train.provenance import base_record
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--crops must be >= 1 and --weight a finite number >= 0; got {args.crops} "
                         f"and {args.weight}")
     payload = read_checkpoint(args.checkpoint)
-    if payload["config"].get("architecture") != "mobile":
+    if payload["config"].get("architecture") != ARCHITECTURE:
         raise UserError(f"{args.checkpoint} is not a mobile checkpoint; the input block belongs to "
                         f"the mobile encoders (pretrain-mobile, distill)")
     old = model_from_payload(payload, args.checkpoint)
