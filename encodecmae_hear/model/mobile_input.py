@@ -8,8 +8,7 @@ keeps (docs/MOBILE.md, section 9). The block puts it back at no cost in paramete
 * the 64 log-mel bins, averaged over the 4 mel frames of each student frame;
 * a 12-bin chroma, one per student frame, from a DFT of its own: a 64 ms periodic Hann
   window centred on the frame. (The log-mel's 25 ms window gives 31 Hz bins, three
-  semitones at 200 Hz: on 36 harmonic notes of MIDI 48-83 its chroma named 25 pitch
-  classes right, the 64 ms one 33.) Each DFT bin from 100 Hz to
+  semitones at 200 Hz, and misnames low harmonic notes.) Each DFT bin from 100 Hz to
   5 kHz shares its power among the pitch classes within its own width in semitones (at
   least one), with triangular weights; the log of each class's power minus the mean over
   the 12, so that loudness cancels.

@@ -1,0 +1,57 @@
+"""A study: which part of a mobile student's HEAR embedding holds a scene task's labels?
+fold_probe.py's linear probe (C = 0.1, each fold held out in turn) on the scene
+embeddings of a student with an input block, taken whole and part by part: the block
+(log-mel, chroma) and the learnt channels after it. Prints figures; not heareval.
+
+    python -m studies.input_block_probe --model checkpoints/mobile-student.pt \
+        --task ../valid_tasks/valid_pitch_class --task ../valid_tasks/valid_instrument
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from encodecmae_hear import mobile_hear
+from encodecmae_hear.model.mobile_input import CHROMA_BINS, MEL_CHANNELS
+from studies.fold_probe import fold_accuracy
+
+BLOCK = MEL_CHANNELS + CHROMA_BINS
+PARTS = {"all": slice(None), "block": slice(0, BLOCK), "mel": slice(0, MEL_CHANNELS),
+         "chroma": slice(MEL_CHANNELS, BLOCK), "learnt": slice(BLOCK, None)}
+
+
+def scene_embeddings(model, task: Path):
+    meta = json.loads((task / "task_metadata.json").read_text())
+    wavs, labels, folds = [], [], []
+    for fold in meta["splits"]:
+        for name, target in json.loads((task / f"{fold}.json").read_text()).items():
+            audio, _ = sf.read(str(task / "16000" / fold / name), dtype="float32")
+            wavs.append(torch.from_numpy(audio))
+            labels.append(target[0])
+            folds.append(fold)
+    return mobile_hear.get_scene_embeddings(torch.stack(wavs), model).numpy(), np.array(labels), np.array(folds)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a mobile checkpoint with an input block")
+    parser.add_argument("--task", action="append", required=True, help="a k-fold scene task folder")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = mobile_hear.load_model(args.model)
+    if model.config.input_block <= 0:
+        raise SystemExit(f"{args.model} has no input block (python -m encodecmae_hear input-block)")
+    for task in args.task:
+        x, labels, folds = scene_embeddings(model, Path(task))
+        scores = {name: 100 * fold_accuracy(x[:, part], labels, folds, C=0.1) for name, part in PARTS.items()}
+        print(f"{Path(task).name}: " + ", ".join(f"{name} {score:.1f} %" for name, score in scores.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
