@@ -43,22 +43,28 @@ def fold_accuracy(embeddings: np.ndarray, labels: np.ndarray, folds: np.ndarray,
     return float(np.mean(scores))
 
 
+def task_clips(task: Path, rate: int = 48000):
+    """A k-fold scene task's clips at `rate` -> (waveforms, labels, folds)."""
+    meta = json.loads((task / "task_metadata.json").read_text())
+    wavs, labels, folds = [], [], []
+    for fold in meta["splits"]:
+        for name, target in json.loads((task / f"{fold}.json").read_text()).items():
+            audio, _ = sf.read(str(task / str(rate) / fold / name), dtype="float32")
+            wavs.append(torch.from_numpy(audio))
+            labels.append(target[0])
+            folds.append(fold)
+    return wavs, np.array(labels), np.array(folds)
+
+
 def task_scores(model, tasks: list[Path], C: float, batch: int = 32) -> list[float]:
     from encodecmae_hear import get_scene_embeddings
 
     out = []
     for task in tasks:
-        meta = json.loads((task / "task_metadata.json").read_text())
-        wavs, labels, folds = [], [], []
-        for fold in meta["splits"]:
-            for name, target in json.loads((task / f"{fold}.json").read_text()).items():
-                audio, _ = sf.read(str(task / "48000" / fold / name), dtype="float32")
-                wavs.append(torch.from_numpy(audio))
-                labels.append(target[0])
-                folds.append(fold)
+        wavs, labels, folds = task_clips(task)
         embeddings = torch.cat([get_scene_embeddings(torch.stack(wavs[i:i + batch]), model)
                                 for i in range(0, len(wavs), batch)]).numpy()
-        out.append(fold_accuracy(embeddings, np.array(labels), np.array(folds), C))
+        out.append(fold_accuracy(embeddings, labels, folds, C))
     return out
 
 

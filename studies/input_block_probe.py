@@ -9,16 +9,13 @@ embeddings of a student with an input block, taken whole and part by part: the b
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
 
 from encodecmae_hear import mobile_hear
 from encodecmae_hear.model.mobile_input import CHROMA_BINS, MEL_CHANNELS
-from studies.fold_probe import fold_accuracy
+from studies.fold_probe import fold_accuracy, task_clips
 
 BLOCK = MEL_CHANNELS + CHROMA_BINS
 PARTS = {"all": slice(None), "block": slice(0, BLOCK), "mel": slice(0, MEL_CHANNELS),
@@ -26,15 +23,8 @@ PARTS = {"all": slice(None), "block": slice(0, BLOCK), "mel": slice(0, MEL_CHANN
 
 
 def scene_embeddings(model, task: Path):
-    meta = json.loads((task / "task_metadata.json").read_text())
-    wavs, labels, folds = [], [], []
-    for fold in meta["splits"]:
-        for name, target in json.loads((task / f"{fold}.json").read_text()).items():
-            audio, _ = sf.read(str(task / "16000" / fold / name), dtype="float32")
-            wavs.append(torch.from_numpy(audio))
-            labels.append(target[0])
-            folds.append(fold)
-    return mobile_hear.get_scene_embeddings(torch.stack(wavs), model).numpy(), np.array(labels), np.array(folds)
+    wavs, labels, folds = task_clips(task, 16000)
+    return mobile_hear.get_scene_embeddings(torch.stack(wavs), model).numpy(), labels, folds
 
 
 def main() -> int:
