@@ -23,12 +23,15 @@ import argparse
 import json
 import os
 import random
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from encodecmae_hear import mobile_hear
 from encodecmae_hear.audio import load_audio
 from encodecmae_hear.model.mobile import SAMPLE_RATE, LogMelFrontend
+from studies.fold_probe import fold_accuracy, task_clips
 
 MEL_HOP = 160
 
@@ -90,20 +93,10 @@ def stats(manifest: str, out: str, files: int, seconds: float, seed: int) -> Non
 
 
 def probe(task: str) -> None:
-    import numpy as np
-
-    from studies.fold_probe import fold_accuracy
-
-    meta = json.load(open(f"{task}/task_metadata.json"))
-    frontend, x, labels, folds = LogMelFrontend(), [], [], []
-    for fold in meta["splits"]:
-        for clip, target in json.load(open(f"{task}/{fold}.json")).items():
-            wav = load_audio(f"{task}/{SAMPLE_RATE}/{fold}/{clip}", SAMPLE_RATE)
-            wav = wav[: wav.shape[-1] // MEL_HOP * MEL_HOP].reshape(1, -1)
-            x.append(frontend(wav)[0].mean(0).numpy())
-            labels.append(target[0])
-            folds.append(fold)
-    score = fold_accuracy(np.array(x), np.array(labels), np.array(folds), C=0.1)
+    wavs, labels, folds = task_clips(Path(task), SAMPLE_RATE)
+    frontend = LogMelFrontend()
+    x = np.stack([frontend(wav[: wav.shape[-1] // MEL_HOP * MEL_HOP][None])[0].mean(0).numpy() for wav in wavs])
+    score = fold_accuracy(x, labels, folds, C=0.1)
     print(f"{task}: mean log-mel probe {100 * score:.1f} %")
 
 

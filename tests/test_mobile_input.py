@@ -13,6 +13,8 @@ from encodecmae_hear.cli import main
 from encodecmae_hear.mobile_hear import MobileHear, OnnxFrames, get_timestamp_embeddings, load_model
 from encodecmae_hear.model.mobile import MEL_BINS, MobileModel
 from encodecmae_hear.model.mobile_input import CHROMA_BAND, MEL_CHANNELS, chroma_matrix
+from encodecmae_hear.train.data import open_source
+from encodecmae_hear.train.input_block import measure
 from tests.conftest import tone_mix
 from tests.test_mobile_hear import tiny_mobile  # noqa: F401 (fixture)
 from tests.train_helpers import write_corpus, write_manifest
@@ -47,7 +49,7 @@ def test_chroma_names_the_pitch_class_of_a_harmonic_note(tiny_mobile, midi):  # 
 
 def test_block_is_standardised_weighted_and_in_front_of_the_learnt_frames(tiny_mobile):  # noqa: F811
     model = MobileModel(tiny_mobile.config.replace(input_block=2.5)).eval()
-    model.load_state_dict(tiny_mobile.state_dict(), strict=False)
+    model.load_state_dict({**model.state_dict(), **tiny_mobile.state_dict()}, strict=True)
     mean, std = torch.linspace(-3, 3, 76), torch.linspace(0.5, 2.0, 76)
     model.input_block.set_stats(mean, std)
     wav = tone_mix(2.3, 16000, seed=3)
@@ -103,8 +105,6 @@ def test_input_block_command_measures_the_corpus_and_keeps_the_learnt_weights(wi
     assert emb.shape[-1] == 76 + plain_emb.shape[-1]
     torch.testing.assert_close(emb[..., 76:], plain_emb)
     # the corpus's own frames come out near mean 0 and std `weight` per channel
-    from encodecmae_hear.train.data import open_source
-    from encodecmae_hear.train.input_block import measure
     stats = measure(after, open_source(str(manifest), 0).sample(6, 0))
     torch.testing.assert_close(after.input_block.mean, stats["mean"], atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(after.input_block.std, stats["std"].clamp(min=1e-3), atol=2e-3, rtol=2e-3)

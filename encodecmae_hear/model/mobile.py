@@ -218,24 +218,26 @@ class MobileModel(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.frames(wav)
 
-    def distilled(self, wav: torch.Tensor) -> torch.Tensor:
-        """A distilled student's prediction of the teacher's blocks, side by side:
-        (B, frames, sum(distill_dims))."""
+    def teacher_prediction(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frame embeddings -> a distilled student's prediction of the teacher's blocks,
+        side by side: (B, frames, sum(distill_dims))."""
         if self.config.head != "distill":
             raise ValueError(f"this model has no distill head (head {self.config.head!r})")
-        return torch.cat(self.head(self.frames(wav)), dim=-1)
+        return torch.cat(self.head(frames), dim=-1)
+
+    def distilled(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, N) at 16 kHz -> the teacher_prediction of its frames."""
+        return self.teacher_prediction(self.frames(wav))
 
     def hear_frames(self, wav: torch.Tensor, output: str) -> torch.Tensor:
         """wav (B, N) at 16 kHz -> the HEAR embedding (B, frames, hear_width(config, output)):
         [input block,] then the encoder's frames or ("distill") the head's prediction."""
-        if self.input_block is None:
-            return self.distilled(wav) if output == "distill" else self.frames(wav)
         wav = self.padded(wav)
         mel = self.frontend(wav)
         learnt = self.encoder(mel)
         if output == "distill":
-            learnt = torch.cat(self.head(learnt), dim=-1)
-        return torch.cat([self.input_block(wav, mel), learnt], dim=-1)
+            learnt = self.teacher_prediction(learnt)
+        return learnt if self.input_block is None else torch.cat([self.input_block(wav, mel), learnt], dim=-1)
 
 
 def macs_per_second(model: MobileModel, head: bool = False) -> int:

@@ -61,10 +61,9 @@ def run(args: argparse.Namespace) -> int:
                         f"the mobile encoders (pretrain-mobile, distill)")
     old = model_from_payload(payload, args.checkpoint)
     model = MobileModel(old.config.replace(input_block=args.weight))
+    # the learnt weights from the checkpoint, the block's buffers (if any) fresh from `model`
     learnt = {k: v for k, v in old.state_dict().items() if not k.startswith("input_block.")}
-    result = model.load_state_dict(learnt, strict=False)
-    if result.unexpected_keys or any(not k.startswith("input_block.") for k in result.missing_keys):
-        raise UserError(f"{args.checkpoint}: weights do not fit the model with an input block: {result}")
+    model.load_state_dict({**model.state_dict(), **learnt}, strict=True)
     record = {**base_record(), "weight": args.weight, "input_sha256": files.sha256_of(args.checkpoint)}
     if model.input_block is not None:
         crops = open_source(args.data, args.seed).sample(args.crops, args.seed)
