@@ -22,13 +22,13 @@ Precision, the `dtype` option (outputs are float32 under every option):
   range). On a CPU without bf16 units this is slower than fp32.
 * "int8" (CPU only): the encoder Transformer's Linear layers dynamic int8 (int8 weights
   with a scale per output channel, activations quantised per call; model/precision.py),
-  the rest fp32, except the EnCodec frontend, in bf16 as under "bf16" where the CPU has
-  native bf16. The fastest option on CPU; per-layer frame cosine to fp32 >= 0.999 on the
-  bundled model and the official-format fixtures (tests/test_precision.py).
-Windows go through in batches of
-`chunk_batch_size`; on CPU in smaller ones, and the frontend window by window
-(`windows_per_batch`, `frontend_features`). Building a HearModel tunes glibc's allocator
-for the process (allocator.py).
+  the rest fp32, except, where the CPU has native bf16, the EnCodec frontend (in bf16 as
+  under "bf16") and the attention products. The fastest option on CPU; per-layer frame
+  cosine to fp32 >= 0.999 on the bundled model and the official-format fixtures
+  (tests/test_precision.py).
+Windows go through in batches of `chunk_batch_size`; on CPU in smaller ones, and the
+frontend's convolutions window by window (`windows_per_batch`, `frontend_features`).
+Building a HearModel tunes glibc's allocator for the process (allocator.py).
 """
 from __future__ import annotations
 
@@ -129,17 +129,18 @@ class HearModel(nn.Module):
 
     def frontend_features(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, 96000) at 24 kHz -> frontend features (B, T, F) in float32 whatever the
-        autocast around (computed in bf16 where `bf16_frontend` says so); on CPU window by
-        window, as EnCodec's convolutions are memory-bound there (a small EnCodec model
-        on 32 s, 2 threads: 6.5 s with the frontend in batches of 8 windows, 4.6 s window
-        by window)."""
-        group = 1 if wav.device.type == "cpu" else wav.shape[0]
-        frontend = self.mae.frontend
-        if self.bf16_frontend(wav.device):
-            encoder = self.bf16_encoder(wav.device)
-            frontend = lambda w: encoder(w[:, None, :].to(torch.bfloat16)).float().transpose(1, 2)  # noqa: E731
+        autocast around (computed in bf16 where `bf16_frontend` says so). On CPU the
+        convolutions go window by window, as they are memory-bound there (a small
+        EnCodec model on 32 s, 2 threads: 6.5 s with the frontend in batches of 8
+        windows, 4.6 s window by window); EnCodec's LSTM takes the batch at once."""
+        group = 1 if wav.device.type == "cpu" else None
         with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
-            return torch.cat([frontend(w) for w in wav.split(group)])
+            if self.bf16_frontend(wav.device):
+                latent = self.bf16_encoder(wav.device)(wav[:, None, :].to(torch.bfloat16), group)
+                return latent.float().transpose(1, 2)
+            if self.mae.config.frontend == "encodec":
+                return self.mae.frontend(wav, conv_group=group)
+            return torch.cat([self.mae.frontend(w) for w in wav.split(group or len(wav))])
 
     def bf16_frontend(self, device: torch.device) -> bool:
         """Whether the EnCodec frontend runs in bf16: under "bf16" and "int8", on CUDA or

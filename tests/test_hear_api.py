@@ -351,9 +351,10 @@ def test_dtype_option_reaches_the_model_through_load_model(tiny_checkpoint):
 
 def test_cpu_batches_follow_the_thread_count_and_not_the_results(tiny_encodec):
     audio = tone_mix(9.0, 16000, seed=11, n=2)  # 6 windows
-    frontend_calls, transformer_calls = [], []
-    hooks = [tiny_encodec.frontend.register_forward_hook(
-                 lambda m, args, out: frontend_calls.append(args[0].shape[0])),
+    frontend_calls, lstm_calls, transformer_calls = [], [], []
+    encodec = tiny_encodec.frontend.folded_encoder()  # channels-last (model/seanet.py)
+    hooks = [encodec.convs.register_forward_hook(lambda m, args, out: frontend_calls.append(args[0].shape[0])),
+             encodec.head.register_forward_hook(lambda m, args, out: lstm_calls.append(args[0].shape[0])),
              tiny_encodec.encoder.register_forward_hook(
                  lambda m, args, out: transformer_calls.append(args[0].shape[0]))]
     threads = torch.get_num_threads()
@@ -361,11 +362,13 @@ def test_cpu_batches_follow_the_thread_count_and_not_the_results(tiny_encodec):
     try:
         for n_threads, batches in ((1, [1] * 6), (2, [2] * 3), (4, [4, 2])):
             frontend_calls.clear()
+            lstm_calls.clear()
             transformer_calls.clear()
             torch.set_num_threads(n_threads)
             outputs.append(get_timestamp_embeddings(audio, HearModel(tiny_encodec, 16000))[0])
             assert transformer_calls == batches  # one window per thread at most
-            assert frontend_calls == [1] * 6  # the frontend window by window
+            assert frontend_calls == [1] * 6  # EnCodec's convolutions window by window
+            assert lstm_calls == batches  # and its LSTM over the batch
         torch.set_num_threads(4)
         transformer_calls.clear()
         get_timestamp_embeddings(audio, HearModel(tiny_encodec, 16000, chunk_batch_size=3))

@@ -8,7 +8,9 @@ import torch
 
 from encodecmae_hear import hear
 from encodecmae_hear.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings, load_model
+from encodecmae_hear.model import precision
 from encodecmae_hear.model.precision import int8_encoder
+from encodecmae_hear.model.transformer import MultiHeadAttention
 from tests.conftest import tone_mix
 from tests.test_official import MANIFEST, VARIANTS, official_content
 
@@ -149,3 +151,12 @@ def test_without_cpu_bf16_the_frontend_stays_fp32(tiny_encodec, monkeypatch):
         plain = tiny_encodec.frontend(chunk)
     for dtype in ("bf16", "int8"):
         assert torch.equal(HearModel(tiny_encodec, dtype=dtype).frontend_features(chunk), plain)
+
+
+def test_int8_attention_runs_as_bf16_products_where_the_cpu_has_bf16(tiny_mel, monkeypatch):
+    for has_bf16, want in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)
+        copy = int8_encoder(tiny_mel)
+        assert [m.products_dtype for m in copy.encoder.modules() if isinstance(m, MultiHeadAttention)] \
+            == [want] * tiny_mel.config.encoder_layers
+    assert all(m.products_dtype is None for m in tiny_mel.modules() if isinstance(m, MultiHeadAttention))

@@ -24,6 +24,7 @@ from torchaudio.compliance.kaldi import get_mel_banks
 
 from encodecmae_hear.model.config import HOP_LENGTH, SAMPLE_RATE
 from encodecmae_hear.model.encodec import build_encodec, fold_weight_norm
+from encodecmae_hear.model.seanet import ChannelsLastEncoder, channels_last_encoder
 
 MEL_BINS = 256
 MEL_FRAME_MS, MEL_SHIFT_MS = 26.56, 13.28   # the paper's constants
@@ -42,8 +43,9 @@ class EncodecFrontend(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.encoder.requires_grad_(False)
-        # The encoder with weight norm folded (fold_weight_norm), rebuilt whenever the
-        # encoder's tensors change; in a tuple, so that it adds no submodule or state-dict key.
+        # The encoder with weight norm folded (fold_weight_norm) in channels-last form
+        # (seanet.py), rebuilt whenever the encoder's tensors change; in a tuple, so that
+        # it adds no submodule or state-dict key.
         self._folded: tuple = ()
 
     def train(self, mode: bool = True):
@@ -56,8 +58,9 @@ class EncodecFrontend(nn.Module):
         return math.ceil(num_samples / HOP_LENGTH)
 
     def folded_encoder(self) -> nn.Module:
-        """The encoder with its weight norm folded: the same outputs, about 10 % less time
-        on CPU (weights are not recomputed at every call). Tensors made under
+        """The encoder with its weight norm folded and its activations channels-last: the
+        same outputs to float rounding, in about 20 % less time on CPU (weights are not
+        recomputed at every call, activations not reordered). Tensors made under
         torch.inference_mode have no version counter to tell a change: then the encoder
         itself is used."""
         tensors = (*self.encoder.parameters(), *self.encoder.buffers())
@@ -65,18 +68,26 @@ class EncodecFrontend(nn.Module):
             return self.encoder
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         if not self._folded or self._folded[0] != key:
-            self._folded = (key, fold_weight_norm(self.encoder))
+            self._folded = (key, channels_last_encoder(fold_weight_norm(self.encoder)))
         return self._folded[1]
 
     @staticmethod
     def frame_centres(num_samples: int) -> torch.Tensor:  # (T,) in samples at 24 kHz
         return torch.arange(EncodecFrontend.num_frames(num_samples)) * HOP_LENGTH + HOP_LENGTH / 2
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, T, 128)
+    def forward(self, wav: torch.Tensor, conv_group: int | None = None) -> torch.Tensor:
+        """(B, N) -> (B, T, 128); `conv_group`: see ChannelsLastEncoder."""
         # fp32 even under autocast: the latents double as the tokenizer's input
         with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
-            latent = self.folded_encoder()(wav[:, None, :].float())  # (B, 128, T)
+            latent = run_encoder(self.folded_encoder(), wav.float(), conv_group)  # (B, 128, T)
         return latent.transpose(1, 2)
+
+
+def run_encoder(encoder: nn.Module, wav: torch.Tensor, conv_group: int | None = None) -> torch.Tensor:
+    """A SEANet encoder, channels-last or EnCodec's own: (B, N) -> (B, D, T)."""
+    if isinstance(encoder, ChannelsLastEncoder):
+        return encoder(wav[:, None, :], conv_group)
+    return encoder(wav[:, None, :])
 
 
 class MelFrontend(nn.Module):
