@@ -1,6 +1,5 @@
 """EnCodec's SEANet encoder in channels-last memory: the same network and arithmetic as
-`encodec`'s `SEANetEncoder`, laid out so that oneDNN runs its convolutions without
-reordering their activations at every call.
+`encodec`'s `SEANetEncoder`, laid out for oneDNN's convolutions on CPU.
 
 `channels_last_encoder(encoder)` turns a SEANet encoder (weight norm folded, see
 `encodec.fold_weight_norm`) into a module with the same call, (B, 1, N) -> (B, D, T).
@@ -9,11 +8,10 @@ channels of one sample side by side) and each Conv1d is a Conv2d with a (1, k) k
 padding (EnCodec's causal or centred, reflect or zero) is EnCodec's own, reproduced
 here. Outputs agree with the original to float rounding (relative 1e-6 in float32).
 
-Why: oneDNN computes these narrow convolutions (16-128 channels over 96,000 samples
-a 4 s window) in a channels-last layout. Given (B, C, T) tensors it reorders the input
-and output of each of the 18 convolutions; kept channels-last, a small EnCodec encoder
-on one 4 s window with 2 threads went from 152 to 127 ms in float32 and from 84 to
-62 ms in bfloat16 (docs/RESULTS.md).
+Why: on one 4 s window with 2 threads, in bfloat16, EnCodec's encoder went from 84 to
+62 ms (float32: 156 to 127 ms): its convolutions (16 to 512 channels, up to 96,000
+samples) from 36 to 28 ms, most likely as oneDNN no longer reorders each one's input and
+output, and its reflect padding from 13 to 2 ms (docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -78,17 +76,6 @@ def _pad(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
     return padded[..., :padded.shape[-1] - extra]
 
 
-class _ELU(nn.Module):
-    def __init__(self, alpha: float):
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # over the (B, 1, T, C) view, whose memory is contiguous: an elementwise op on the
-        # channels-last (B, C, 1, T) strides takes a slower path in bfloat16
-        return F.elu(x.permute(0, 2, 3, 1), self.alpha).permute(0, 3, 1, 2)
-
-
 class _ResnetBlock(nn.Module):
     def __init__(self, source: SEANetResnetBlock):
         super().__init__()
@@ -120,7 +107,7 @@ def _convert(module: nn.Module) -> nn.Module:
     if isinstance(module, SLSTM):
         return _LSTM(module)
     if isinstance(module, nn.ELU):
-        return _ELU(module.alpha)
+        return nn.ELU(module.alpha)
     raise TypeError(f"no channels-last form for {type(module).__name__} in a SEANet encoder")
 
 
