@@ -79,15 +79,10 @@ class EncodecFrontend(nn.Module):
         """(B, N) -> (B, T, 128); `conv_group`: see ChannelsLastEncoder."""
         # fp32 even under autocast: the latents double as the tokenizer's input
         with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
-            latent = run_encoder(self.folded_encoder(), wav.float(), conv_group)  # (B, 128, T)
-        return latent.transpose(1, 2)
-
-
-def run_encoder(encoder: nn.Module, wav: torch.Tensor, conv_group: int | None = None) -> torch.Tensor:
-    """A SEANet encoder, channels-last or EnCodec's own: (B, N) -> (B, D, T)."""
-    if isinstance(encoder, ChannelsLastEncoder):
-        return encoder(wav[:, None, :], conv_group)
-    return encoder(wav[:, None, :])
+            encoder = self.folded_encoder()  # channels-last; EnCodec's own if made under inference_mode
+            wav = wav[:, None, :].float()
+            latent = encoder(wav, conv_group) if isinstance(encoder, ChannelsLastEncoder) else encoder(wav)
+        return latent.transpose(1, 2)  # (B, 128, T) -> (B, T, 128)
 
 
 class MelFrontend(nn.Module):
