@@ -16,7 +16,8 @@ give the same frames as one pass over the whole sound.
 Output: "encoder" (the frame embeddings, 512 x width), or for a distilled student
 "distill" (its prediction of the teacher's embedding blocks, side by side), which is
 the default for checkpoints with a distill head; for a model with an input block
-(model/mobile_input.py), that block in front of either.
+(model/mobile_input.py), that block in front of either. Scene embeddings are the mean
+over time, and with the config's `scene_block_std` the block's std over time after it.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from torch import nn
 
 from encodecmae_hear.audio import check_audio
 from encodecmae_hear.checkpoint import load_checkpoint
-from encodecmae_hear.model.mobile import SAMPLE_RATE, MobileConfig, MobileModel, hear_width
+from encodecmae_hear.model.mobile import (SAMPLE_RATE, MobileConfig, MobileModel, hear_width,
+                                          input_block_width, scene_width)
 from encodecmae_hear.paths import BUNDLED_STUDENT
 
 OUTPUTS = ("encoder", "distill")
@@ -82,7 +84,8 @@ class MobileHear(nn.Module):
                              f"is {config.head!r}")
         self.config, self.output, self.hop = config, output, config.frame_hop
         self.chunk_frames = max(1, round(float(chunk_seconds) * config.frame_rate))
-        self.scene_embedding_size = self.timestamp_embedding_size = hear_width(config, output)
+        self.timestamp_embedding_size = hear_width(config, output)
+        self.scene_embedding_size = scene_width(config, output)
         self.provenance: dict = {}
 
     @property
@@ -147,5 +150,12 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: MobileHear):
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: MobileHear) -> torch.Tensor:
-    """-> (n_sounds, E): the mean over time of the timestamp embeddings."""
-    return model.embed(audio).mean(1)
+    """-> (n_sounds, E): the mean over time of the timestamp embeddings; for a model whose
+    config sets `scene_block_std`, then the input block's standard deviation over time
+    (0 for a one-frame sound), which carries how a sound changes: a note's attack and decay."""
+    embeddings = model.embed(audio)
+    scene = embeddings.mean(1)
+    if not model.config.scene_block_std:
+        return scene
+    block = embeddings[..., :input_block_width(model.config)]
+    return torch.cat([scene, block.std(1, correction=0)], dim=-1)

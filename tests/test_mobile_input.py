@@ -1,7 +1,8 @@
 """The mobile student's input block (model/mobile_input.py, `input-block`): chroma finds
-the pitch class of a tone, the block is standardised with corpus statistics and weighted,
-sits in front of the unchanged learnt channels in HEAR and in ONNX, and a checkpoint's
-block must match its config."""
+the pitch class of a tone and the pitch salience its fundamental, the block is
+standardised with corpus statistics and weighted, sits in front of the unchanged learnt
+channels in HEAR and in ONNX, its std over time follows the scene mean where the config
+asks, and a checkpoint's block must match its config."""
 import math
 
 import onnx  # the [mobile] extra, which `make install` installs
@@ -10,9 +11,11 @@ import torch
 
 from encodecmae_hear.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from encodecmae_hear.cli import main
-from encodecmae_hear.mobile_hear import MobileHear, OnnxFrames, get_timestamp_embeddings, load_model
+from encodecmae_hear.mobile_hear import (MobileHear, OnnxFrames, get_scene_embeddings,
+                                         get_timestamp_embeddings, load_model)
 from encodecmae_hear.model.mobile import MEL_BINS, MobileModel
-from encodecmae_hear.model.mobile_input import CHROMA_BAND, MEL_CHANNELS, chroma_matrix
+from encodecmae_hear.model.mobile_input import (CHROMA_BAND, MEL_CHANNELS, chroma_matrix, salience_basis,
+                                                salience_matrix)
 from encodecmae_hear.train.data import open_source
 from encodecmae_hear.train.input_block import measure
 from tests.conftest import tone_mix
@@ -22,10 +25,12 @@ from tests.train_helpers import write_corpus, write_manifest
 C4 = 261.6256
 
 
-def harmonic_note(midi: int, seconds: float = 1.0) -> torch.Tensor:
+def harmonic_note(midi: int, seconds: float = 1.0, amplitudes=None) -> torch.Tensor:
+    """Harmonics k = 1, 2, ... of MIDI note `midi` with the given amplitudes (1/k for 5 by default)."""
+    amplitudes = amplitudes or [1 / k for k in range(1, 6)]
     t = torch.arange(int(16000 * seconds), dtype=torch.float64) / 16000
     f0 = 440.0 * 2 ** ((midi - 69) / 12)
-    wav = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 6) if k * f0 < 7500)
+    wav = sum(a * torch.sin(2 * math.pi * k * f0 * t) for k, a in enumerate(amplitudes, 1) if k * f0 < 7500)
     return (0.2 * wav).float()[None]
 
 
@@ -45,6 +50,42 @@ def test_chroma_names_the_pitch_class_of_a_harmonic_note(tiny_mobile, midi):  # 
     model = MobileModel(tiny_mobile.config.replace(input_block=1.0)).eval()
     chroma = model.input_block.chroma_frames(harmonic_note(midi))[0, 2:-2]
     assert int(chroma.mean(0).argmax()) == midi % 12
+
+
+def test_salience_matrix_sums_each_candidates_harmonics_on_the_grid():
+    basis, grid_points = salience_basis(16000)
+    measured = basis.shape[0] // 2
+    assert grid_points == 95 + 36 - 36 + 1  # candidates C2..B6 and their 8th harmonic's semitone
+    assert measured == 107 - 36 + 1           # MIDI 36..107: B7 (3951 Hz) is the last under 4 kHz
+    weights = salience_matrix(grid_points, measured)
+    # grid point 24 is C4: the 1st harmonic of C4, the 2nd of C3, the 4th of C2, the 3rd of F2
+    expected = torch.zeros(12)
+    expected[0], expected[5] = 1 + 0.8 + 0.8 ** 3, 0.8 ** 2
+    torch.testing.assert_close(weights[24], expected)
+    assert torch.equal(weights[0], torch.eye(12)[0])  # C2 is a harmonic of nothing lower
+
+
+@pytest.mark.parametrize("midi, amplitudes", [
+    (57, [1, 0.5, 1.5, 0.3]),        # A3 with a loud 3rd harmonic: chroma hears its fifth, E
+    (48, [1, 0.5, 1.5, 0.3]),
+    (40, [0, 1, 1, 1, 1, 1]),        # E2 without its fundamental
+])
+def test_salience_names_the_fundamental_where_chroma_names_a_harmonic(tiny_mobile, midi, amplitudes):  # noqa: F811
+    model = MobileModel(tiny_mobile.config.replace(input_block=1.0, input_block_pitch=True)).eval()
+    wav = harmonic_note(midi, amplitudes=amplitudes)
+    salience = model.input_block.pitch_frames(wav)[0, 2:-2].mean(0)
+    chroma = model.input_block.chroma_frames(wav)[0, 2:-2].mean(0)
+    assert int(salience.argmax()) == midi % 12
+    assert int(chroma.argmax()) != midi % 12
+    # loudness cancels: the same note 20 dB softer gives the same centred salience
+    quiet = model.input_block.pitch_frames(0.1 * wav)[0, 2:-2].mean(0)
+    torch.testing.assert_close(quiet, salience, atol=0.05, rtol=0)
+
+
+def test_pitch_and_scene_std_need_a_block(tiny_mobile):  # noqa: F811
+    for field in ("input_block_pitch", "scene_block_std"):
+        with pytest.raises(ValueError, match="need input_block > 0"):
+            tiny_mobile.config.replace(**{field: True})
 
 
 def test_block_is_standardised_weighted_and_in_front_of_the_learnt_frames(tiny_mobile):  # noqa: F811
@@ -110,6 +151,40 @@ def test_input_block_command_measures_the_corpus_and_keeps_the_learnt_weights(wi
     torch.testing.assert_close(after.input_block.std, stats["std"].clamp(min=1e-3), atol=2e-3, rtol=2e-3)
 
 
+@pytest.fixture(scope="module")
+def with_pitch(with_block):
+    plain, _, manifest = with_block
+    out = plain.with_name("pitch.pt")
+    assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "1", "--pitch",
+                 "--scene-std", "--crops", "6", "-o", str(out)]) == 0
+    return out
+
+
+def test_scene_embedding_adds_the_blocks_std_over_time(with_pitch):
+    model, payload = load_checkpoint(with_pitch, architecture="mobile")
+    assert model.config.input_block_pitch and model.config.scene_block_std
+    assert payload["provenance"]["input_block"]["pitch"] is True
+    assert model.input_block.mean.shape == (88,)
+    hear = load_model(str(with_pitch))
+    assert (hear.timestamp_embedding_size, hear.scene_embedding_size) == (88 + 32, 88 + 32 + 88)
+    audio = torch.cat([harmonic_note(57, 2.0), 0.3 * tone_mix(2.0, 16000, seed=7)])
+    frames, _ = get_timestamp_embeddings(audio, hear)
+    scene = get_scene_embeddings(audio, hear)
+    assert scene.shape == (2, hear.scene_embedding_size)
+    torch.testing.assert_close(scene[:, :120], frames.mean(1))
+    torch.testing.assert_close(scene[:, 120:], frames[..., :88].std(1, correction=0))
+    assert float(scene[:, 120:].min()) >= 0
+    # one frame: the std is 0, not NaN
+    assert torch.equal(get_scene_embeddings(audio[:, :640], hear)[:, 120:], torch.zeros(2, 88))
+
+
+def test_pitch_without_a_block_is_refused(with_block, tmp_path, capsys):
+    plain, _, manifest = with_block
+    assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "0", "--pitch",
+                 "-o", str(tmp_path / "x.pt")]) == 2
+    assert "--weight 0 removes it" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("weight", ["-1", "inf", "nan"])
 def test_a_bad_weight_is_refused(with_block, tmp_path, capsys, weight):
     plain, _, manifest = with_block
@@ -128,8 +203,9 @@ def test_weight_zero_removes_the_block(with_block, tmp_path):
     assert model.state_dict().keys() == load_checkpoint(plain, architecture="mobile")[0].state_dict().keys()
 
 
-def test_onnx_export_carries_the_block(with_block, tmp_path):
-    _, block, _ = with_block
+@pytest.mark.parametrize("pitch", [False, True])
+def test_onnx_export_carries_the_block(with_block, with_pitch, tmp_path, pitch):
+    block, width = (with_pitch, 88) if pitch else (with_block[1], 76)
     out = tmp_path / "block.onnx"
     assert main(["export-onnx", str(block), str(out), "--int8"]) == 0
     model, _ = load_checkpoint(block, architecture="mobile")
@@ -137,7 +213,7 @@ def test_onnx_export_carries_the_block(with_block, tmp_path):
     with torch.no_grad():
         expected = model.hear_frames(wav, "distill")
     got = OnnxFrames(str(out), threads=1)(wav)
-    assert got.shape == expected.shape == (2, 133, 76 + 32)
+    assert got.shape == expected.shape == (2, 133, width + 32)
     assert float((got - expected).abs().max()) <= 1e-4
     windows, _ = get_timestamp_embeddings(wav, MobileHear(model, chunk_seconds=1.0))
     torch.testing.assert_close(windows, expected[:, :windows.shape[1]], atol=1e-4, rtol=1e-4)
@@ -145,8 +221,10 @@ def test_onnx_export_carries_the_block(with_block, tmp_path):
     int8 = out.with_suffix(".int8.onnx")
     types = {t.name: t.data_type for t in onnx.load(str(int8)).graph.initializer}
     assert types["model.input_block.basis"] == onnx.TensorProto.FLOAT
+    assert types.get("model.input_block.pitch_basis", onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
+    assert ("model.input_block.pitch_basis" in types) == pitch
     quantised = OnnxFrames(str(int8), threads=1)(wav)
-    assert float((quantised[..., :76] - expected[..., :76]).abs().max()) <= 1e-4
+    assert float((quantised[..., :width] - expected[..., :width]).abs().max()) <= 1e-4
 
 
 def test_an_encodecmae_checkpoint_is_refused(with_block, tiny_checkpoint, tmp_path, capsys):

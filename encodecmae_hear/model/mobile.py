@@ -18,7 +18,9 @@ The frame embedding is the last block's channels (512 x width).
 `MobileModel` = frontend + encoder + the training head its config names ("" none,
 "cbow" / "skipgram" Audio2Vec decoders, "temporalgap", "distill"); mobile_heads.py. With
 `input_block` > 0 its HEAR embedding also carries its input, standardised log-mel and
-chroma (model/mobile_input.py), in front of the learnt channels.
+chroma (and with `input_block_pitch` a pitch-class salience; model/mobile_input.py), in
+front of the learnt channels; `scene_block_std` adds the block's standard deviation over
+time to the scene embedding.
 """
 from __future__ import annotations
 
@@ -33,8 +35,7 @@ from torchaudio.functional import melscale_fbanks
 
 from encodecmae_hear.model.config import check_keys
 from encodecmae_hear.model.mobile_heads import HEADS, build_head
-from encodecmae_hear.model.mobile_input import WIDTH as INPUT_BLOCK_WIDTH
-from encodecmae_hear.model.mobile_input import InputBlock, check_weight
+from encodecmae_hear.model.mobile_input import InputBlock, block_width, check_weight
 
 ARCHITECTURE = "mobile"           # the checkpoint config's discriminator
 SAMPLE_RATE = 16_000
@@ -66,6 +67,8 @@ class MobileConfig:
     context: int = 2                      # Audio2Vec: slices on each side of the centre one
     distill_dims: tuple[int, ...] = ()    # distill: width of each teacher block predicted
     input_block: float = 0.0              # weight of the input block in the HEAR embedding; 0: none
+    input_block_pitch: bool = False       # the block carries a pitch-class salience too
+    scene_block_std: bool = False         # scene embedding: + the block's std over time
 
     def __post_init__(self):
         for name in ("base_channels", "time_pools", "freq_pools", "distill_dims"):
@@ -85,6 +88,9 @@ class MobileConfig:
         if self.context < 1:
             raise ValueError(f"context must be >= 1, got {self.context}")
         check_weight(self.input_block)
+        if (self.input_block_pitch or self.scene_block_std) and not self.input_block > 0:
+            raise ValueError("input_block_pitch and scene_block_std describe the input block: "
+                             "they need input_block > 0")
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -135,7 +141,17 @@ def hear_width(config: MobileConfig, output: str) -> int:
     """Width of the HEAR embedding: the input block if any, then the encoder's frames or
     ("distill") the head's prediction of the teacher's blocks."""
     learnt = sum(config.distill_dims) if output == "distill" else config.dim
-    return learnt + (INPUT_BLOCK_WIDTH if config.input_block > 0 else 0)
+    return learnt + input_block_width(config)
+
+
+def input_block_width(config: MobileConfig) -> int:
+    """Channels of the input block in the HEAR embedding (0 without one)."""
+    return block_width(config.input_block_pitch) if config.input_block > 0 else 0
+
+
+def scene_width(config: MobileConfig, output: str) -> int:
+    """Width of the HEAR scene embedding: the frames' mean, then the block's std if asked."""
+    return hear_width(config, output) + (input_block_width(config) if config.scene_block_std else 0)
 
 
 class LogMelFrontend(nn.Module):
@@ -192,8 +208,8 @@ class MobileModel(nn.Module):
         self.encoder = ConvEncoder(config)
         self.head = build_head(config.head, config.channels, config.time_pools,
                                config.freq_pools, config.context, config.distill_dims)
-        self.input_block = (InputBlock(SAMPLE_RATE, config.frame_hop, config.time_stride, config.input_block)
-                            if config.input_block > 0 else None)
+        self.input_block = (InputBlock(SAMPLE_RATE, config.frame_hop, config.time_stride, config.input_block,
+                                       config.input_block_pitch) if config.input_block > 0 else None)
 
     @property
     def dim(self) -> int:
@@ -267,7 +283,8 @@ def macs_per_second(model: MobileModel, head: bool = False) -> int:
             hook.remove()
     mel_frames = model.log_mel(torch.zeros(1, SAMPLE_RATE)).shape[1]
     total += mel_frames * (N_FFT // 2 + 1) * (2 * WINDOW + MEL_BINS)
-    if model.input_block is not None:  # its DFT and chroma matrix, once per frame
-        basis, chroma = model.input_block.basis, model.input_block.chroma
-        total += model.num_frames(SAMPLE_RATE) * (basis.shape[0] * basis.shape[2] + chroma.numel())
+    if model.input_block is not None:  # its DFTs and pitch-class matrices, once per frame
+        block = model.input_block
+        pairs = [(block.basis, block.chroma)] + ([(block.pitch_basis, block.salience)] if block.pitch else [])
+        total += model.num_frames(SAMPLE_RATE) * sum(b.shape[0] * b.shape[2] + m.numel() for b, m in pairs)
     return total

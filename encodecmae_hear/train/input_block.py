@@ -2,10 +2,12 @@
 log-mel and chroma, standardised and weighted, in front of its HEAR embedding), measuring
 the block's per-channel statistics on pretraining audio, never on a task.
 
-    python -m encodecmae_hear input-block checkpoints/mobile-student.pt --data ../corpus/packed --weight 3
+    python -m encodecmae_hear input-block checkpoints/mobile-student.pt --data ../corpus/packed \
+        --weight 1 --pitch --scene-std
 
 The learnt weights are untouched: the same student, a wider HEAR embedding. --weight 0
-removes the block again.
+removes the block again. --pitch adds the pitch-class salience to the block, --scene-std
+the block's standard deviation over time to the scene embedding.
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pretraining audio: tar shards folder or manifest (as `distill --data`)")
     parser.add_argument("--weight", type=float, required=True,
                         help="what each standardised channel of the block is multiplied by (0: no block)")
+    parser.add_argument("--pitch", action="store_true",
+                        help="add the 12-bin pitch-class salience (harmonic sums at the semitone grid)")
+    parser.add_argument("--scene-std", action="store_true",
+                        help="scene embeddings also carry the block's standard deviation over time")
     parser.add_argument("-o", "--output", default=None, help="write the result here instead")
     parser.add_argument("--crops", type=int, default=256, help="4 s crops to measure")
     parser.add_argument("--seed", type=int, default=0, help="which crops")
@@ -38,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @torch.no_grad()
 def measure(model: MobileModel, crops: list[tuple[torch.Tensor, int]]) -> dict:
     """crops [(wav (N,) at 24 kHz, valid samples)] -> the block's unstandardised
-    channels' mean and std (76,) over the student frames inside the valid audio."""
+    channels' mean and std (width,) over the student frames inside the valid audio."""
     frames = []
     for wav, valid in crops:
         wav16, length = to_16k(wav[None].float(), torch.tensor([valid]))
@@ -55,16 +61,20 @@ def run(args: argparse.Namespace) -> int:
     if args.crops < 1 or not 0 <= args.weight < math.inf:
         raise UserError(f"--crops must be >= 1 and --weight a finite number >= 0; got {args.crops} "
                         f"and {args.weight}")
+    if args.weight == 0 and (args.pitch or args.scene_std):
+        raise UserError("--pitch and --scene-std describe the input block; --weight 0 removes it")
     payload = read_checkpoint(args.checkpoint)
     if payload["config"].get("architecture") != ARCHITECTURE:
         raise UserError(f"{args.checkpoint} is not a mobile checkpoint; the input block belongs to "
                         f"the mobile encoders (pretrain-mobile, distill)")
     old = model_from_payload(payload, args.checkpoint)
-    model = MobileModel(old.config.replace(input_block=args.weight))
+    model = MobileModel(old.config.replace(input_block=args.weight, input_block_pitch=args.pitch,
+                                           scene_block_std=args.scene_std))
     # the learnt weights from the checkpoint, the block's buffers (if any) fresh from `model`
     learnt = {k: v for k, v in old.state_dict().items() if not k.startswith("input_block.")}
     model.load_state_dict({**model.state_dict(), **learnt}, strict=True)
-    record = {**base_record(), "weight": args.weight, "input_sha256": files.sha256_of(args.checkpoint)}
+    record = {**base_record(), "weight": args.weight, "pitch": args.pitch, "scene_std": args.scene_std,
+              "input_sha256": files.sha256_of(args.checkpoint)}
     if model.input_block is not None:
         crops = open_source(args.data, args.seed).sample(args.crops, args.seed)
         stats = measure(model.eval(), crops)
