@@ -66,6 +66,10 @@ MOBILE_WARMUP_student    ?= 100
 # learnt (`input-block`, docs/MOBILE.md section 10), each channel standardised on the
 # corpus and multiplied by this weight, chosen on the validation suite (valid-input-block).
 MOBILE_INPUT_BLOCK ?= 1
+# The block's pitch part is the pitch-class salience in place of the chroma, and the scene
+# embedding carries the block's std over time (docs/RESULTS.md, "The student's input
+# block: pitch salience and the scene's spread"), chosen on the validation suite.
+MOBILE_INPUT_BLOCK_ARGS ?= --pitch salience --scene-std
 INPUT_BLOCK_WEIGHTS ?= 1 2
 MOBILE_RECIPE = DATA=$(CORPUS)/packed BATCH=$(or $(MOBILE_BATCH_$(M)),16) STEPS=$(MOBILE_STEPS_$(M)) \
 	    OUT=runs/mobile/$(M) ARGS="--workers 1 --warmup-steps $(or $(MOBILE_WARMUP_$(M)),50) \
@@ -135,7 +139,7 @@ mobile-model: $(STAMP)
 	    mobile-pretrain OBJECTIVE=$(M) MOBILE_PRESET=mobile-quarter $(MOBILE_RECIPE))
 	$(PY) -m encodecmae_hear bundle runs/mobile/$(M) -o checkpoints/mobile-$(M).pt --half --hardware "$(HARDWARE)"
 	$(if $(filter student,$(M)),$(PY) -m encodecmae_hear input-block checkpoints/mobile-student.pt \
-	    --data $(CORPUS)/packed --weight $(MOBILE_INPUT_BLOCK))
+	    --data $(CORPUS)/pretrain.jsonl --weight $(MOBILE_INPUT_BLOCK) $(MOBILE_INPUT_BLOCK_ARGS))
 
 prove-mobile: $(STAMP) ## TASKS=: the mobile models' HEAR rows beside the default's (runs/proof)
 	$(PY) -m encodecmae_hear synth-tasks --out $(TASKS)
@@ -162,8 +166,8 @@ valid-mobile: $(STAMP) ## VALID=: the mobile models against the default on the v
 valid-input-block: $(STAMP) ## VALID= CORPUS=: the student's input block at each weight, validation suite
 	mkdir -p runs/input-block
 	for w in $(INPUT_BLOCK_WEIGHTS); do \
-	    $(PY) -m encodecmae_hear input-block checkpoints/mobile-student.pt --data $(CORPUS)/packed \
-	        --weight $$w -o runs/input-block/student-w$$w.pt || exit 1; \
+	    $(PY) -m encodecmae_hear input-block checkpoints/mobile-student.pt --data $(CORPUS)/pretrain.jsonl \
+	        --weight $$w $(MOBILE_INPUT_BLOCK_ARGS) -o runs/input-block/student-w$$w.pt || exit 1; \
 	    $(MAKE) --no-print-directory hear $(VALID_MOBILE) MODULE=encodecmae_hear.mobile_hear \
 	        MODEL=runs/input-block/student-w$$w.pt LABEL=student-block-w$$w || exit 1; done
 	$(PY) -m encodecmae_hear hear-table --runs runs/mobile-valid --suite valid --against default --stem mobile --no-plot

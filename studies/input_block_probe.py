@@ -1,7 +1,8 @@
 """A study: which part of a mobile student's HEAR embedding holds a scene task's labels?
 fold_probe.py's linear probe (C = 0.1, each fold held out in turn) on the scene
 embeddings of a student with an input block, taken whole and part by part: the block
-(log-mel, chroma) and the learnt channels after it. Prints figures; not heareval.
+(log-mel, then its pitch part: chroma, salience or both), the learnt channels after it
+and, where the config adds it, the block's std over time. Prints figures; not heareval.
 
     python -m studies.input_block_probe --model checkpoints/mobile-student.pt \
         --task ../valid_tasks/valid_pitch_class --task ../valid_tasks/valid_instrument
@@ -14,12 +15,19 @@ from pathlib import Path
 import torch
 
 from encodecmae_hear import mobile_hear
-from encodecmae_hear.model.mobile_input import CHROMA_BINS, MEL_CHANNELS
+from encodecmae_hear.model.mobile import input_block_width
+from encodecmae_hear.model.mobile_input import MEL_CHANNELS
 from studies.fold_probe import fold_accuracy, task_clips
 
-BLOCK = MEL_CHANNELS + CHROMA_BINS
-PARTS = {"all": slice(None), "block": slice(0, BLOCK), "mel": slice(0, MEL_CHANNELS),
-         "chroma": slice(MEL_CHANNELS, BLOCK), "learnt": slice(BLOCK, None)}
+
+def parts(model) -> dict[str, slice]:
+    """The scene embedding's parts: names -> column slices."""
+    block, frames = input_block_width(model.config), model.timestamp_embedding_size
+    out = {"all": slice(None), "block": slice(0, block), "mel": slice(0, MEL_CHANNELS),
+           model.config.input_block_pitch: slice(MEL_CHANNELS, block), "learnt": slice(block, frames)}
+    if model.config.scene_block_std:
+        out["block std"] = slice(frames, None)
+    return out
 
 
 def scene_embeddings(model, task: Path):
@@ -38,7 +46,8 @@ def main() -> int:
         raise SystemExit(f"{args.model} has no input block (python -m encodecmae_hear input-block)")
     for task in args.task:
         x, labels, folds = scene_embeddings(model, Path(task))
-        scores = {name: 100 * fold_accuracy(x[:, part], labels, folds, C=0.1) for name, part in PARTS.items()}
+        scores = {name: 100 * fold_accuracy(x[:, part], labels, folds, C=0.1)
+                  for name, part in parts(model).items()}
         print(f"{Path(task).name}: " + ", ".join(f"{name} {score:.1f} %" for name, score in scores.items()))
     return 0
 

@@ -36,10 +36,16 @@ def test_the_bundled_student_is_mobile_hears_default_and_was_distilled_from_the_
     assert hear.provenance["distill"]["teacher_sha256"] in lineage
     audio = torch.randn(2, 16000) * 0.1
     embeddings, timestamps = mobile_hear.get_timestamp_embeddings(audio, hear)
-    # its input block (log-mel and chroma), then the default's five 256-d blocks; 25 frames/s
+    # its input block (log-mel and pitch salience), then the default's five 256-d blocks; 25 frames/s
     assert embeddings.shape == (2, 25, 76 + 5 * 256)
     block = hear.provenance["input_block"]
-    assert hear.config.input_block == block["weight"] > 0 and block["data"].rstrip("/").endswith("packed")
+    assert hear.config.input_block == block["weight"] > 0
+    assert (hear.config.input_block_pitch, hear.config.scene_block_std) == (block["pitch"], block["scene_std"])
+    # statistics of pretraining audio (the corpus's manifest or its packed shards), never a task
+    assert block["data"].rstrip("/").endswith(("packed", "pretrain.jsonl"))
+    scene = mobile_hear.get_scene_embeddings(audio, hear)
+    assert scene.shape == (2, hear.scene_embedding_size)
+    torch.testing.assert_close(scene[:, :76 + 5 * 256], embeddings.mean(1))
     assert torch.isfinite(embeddings).all()
     assert torch.allclose(timestamps[0, :2], torch.tensor([20.0, 60.0]))
 

@@ -71,7 +71,7 @@ def test_salience_matrix_sums_each_candidates_harmonics_on_the_grid():
     (40, [0, 1, 1, 1, 1, 1]),        # E2 without its fundamental
 ])
 def test_salience_names_the_fundamental_where_chroma_names_a_harmonic(tiny_mobile, midi, amplitudes):  # noqa: F811
-    model = MobileModel(tiny_mobile.config.replace(input_block=1.0, input_block_pitch=True)).eval()
+    model = MobileModel(tiny_mobile.config.replace(input_block=1.0, input_block_pitch="chroma+salience")).eval()
     wav = harmonic_note(midi, amplitudes=amplitudes)
     salience = model.input_block.pitch_frames(wav)[0, 2:-2].mean(0)
     chroma = model.input_block.chroma_frames(wav)[0, 2:-2].mean(0)
@@ -83,9 +83,13 @@ def test_salience_names_the_fundamental_where_chroma_names_a_harmonic(tiny_mobil
 
 
 def test_pitch_and_scene_std_need_a_block(tiny_mobile):  # noqa: F811
-    for field in ("input_block_pitch", "scene_block_std"):
+    for field, value in (("input_block_pitch", "salience"), ("scene_block_std", True)):
         with pytest.raises(ValueError, match="need input_block > 0"):
-            tiny_mobile.config.replace(**{field: True})
+            tiny_mobile.config.replace(**{field: value})
+    with pytest.raises(ValueError, match="input_block_pitch must be one of"):
+        tiny_mobile.config.replace(input_block=1.0, input_block_pitch="cqt")
+    salience_only = MobileModel(tiny_mobile.config.replace(input_block=1.0, input_block_pitch="salience"))
+    assert salience_only.input_block.width == 76 and not hasattr(salience_only.input_block, "chroma")
 
 
 def test_block_is_standardised_weighted_and_in_front_of_the_learnt_frames(tiny_mobile):  # noqa: F811
@@ -156,14 +160,14 @@ def with_pitch(with_block):
     plain, _, manifest = with_block
     out = plain.with_name("pitch.pt")
     assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "1", "--pitch",
-                 "--scene-std", "--crops", "6", "-o", str(out)]) == 0
+                 "chroma+salience", "--scene-std", "--crops", "6", "-o", str(out)]) == 0
     return out
 
 
 def test_scene_embedding_adds_the_blocks_std_over_time(with_pitch):
     model, payload = load_checkpoint(with_pitch, architecture="mobile")
-    assert model.config.input_block_pitch and model.config.scene_block_std
-    assert payload["provenance"]["input_block"]["pitch"] is True
+    assert model.config.input_block_pitch == "chroma+salience" and model.config.scene_block_std
+    assert payload["provenance"]["input_block"]["pitch"] == "chroma+salience"
     assert model.input_block.mean.shape == (88,)
     hear = load_model(str(with_pitch))
     assert (hear.timestamp_embedding_size, hear.scene_embedding_size) == (88 + 32, 88 + 32 + 88)
@@ -181,7 +185,7 @@ def test_scene_embedding_adds_the_blocks_std_over_time(with_pitch):
 def test_pitch_without_a_block_is_refused(with_block, tmp_path, capsys):
     plain, _, manifest = with_block
     assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "0", "--pitch",
-                 "-o", str(tmp_path / "x.pt")]) == 2
+                 "salience", "-o", str(tmp_path / "x.pt")]) == 2
     assert "--weight 0 removes it" in capsys.readouterr().err
 
 

@@ -18,7 +18,7 @@ The frame embedding is the last block's channels (512 x width).
 `MobileModel` = frontend + encoder + the training head its config names ("" none,
 "cbow" / "skipgram" Audio2Vec decoders, "temporalgap", "distill"); mobile_heads.py. With
 `input_block` > 0 its HEAR embedding also carries its input, standardised log-mel and
-chroma (and with `input_block_pitch` a pitch-class salience; model/mobile_input.py), in
+chroma (`input_block_pitch` swaps or adds a pitch-class salience; model/mobile_input.py), in
 front of the learnt channels; `scene_block_std` adds the block's standard deviation over
 time to the scene embedding.
 """
@@ -35,7 +35,7 @@ from torchaudio.functional import melscale_fbanks
 
 from encodecmae_hear.model.config import check_keys
 from encodecmae_hear.model.mobile_heads import HEADS, build_head
-from encodecmae_hear.model.mobile_input import InputBlock, block_width, check_weight
+from encodecmae_hear.model.mobile_input import InputBlock, block_width, check_pitch, check_weight
 
 ARCHITECTURE = "mobile"           # the checkpoint config's discriminator
 SAMPLE_RATE = 16_000
@@ -67,7 +67,7 @@ class MobileConfig:
     context: int = 2                      # Audio2Vec: slices on each side of the centre one
     distill_dims: tuple[int, ...] = ()    # distill: width of each teacher block predicted
     input_block: float = 0.0              # weight of the input block in the HEAR embedding; 0: none
-    input_block_pitch: bool = False       # the block carries a pitch-class salience too
+    input_block_pitch: str = "chroma"     # the block's pitch part: chroma, salience or chroma+salience
     scene_block_std: bool = False         # scene embedding: + the block's std over time
 
     def __post_init__(self):
@@ -88,7 +88,8 @@ class MobileConfig:
         if self.context < 1:
             raise ValueError(f"context must be >= 1, got {self.context}")
         check_weight(self.input_block)
-        if (self.input_block_pitch or self.scene_block_std) and not self.input_block > 0:
+        check_pitch(self.input_block_pitch)
+        if (self.input_block_pitch != "chroma" or self.scene_block_std) and not self.input_block > 0:
             raise ValueError("input_block_pitch and scene_block_std describe the input block: "
                              "they need input_block > 0")
 
@@ -284,7 +285,6 @@ def macs_per_second(model: MobileModel, head: bool = False) -> int:
     mel_frames = model.log_mel(torch.zeros(1, SAMPLE_RATE)).shape[1]
     total += mel_frames * (N_FFT // 2 + 1) * (2 * WINDOW + MEL_BINS)
     if model.input_block is not None:  # its DFTs and pitch-class matrices, once per frame
-        block = model.input_block
-        pairs = [(block.basis, block.chroma)] + ([(block.pitch_basis, block.salience)] if block.pitch else [])
+        pairs = model.input_block.spectral_costs()
         total += model.num_frames(SAMPLE_RATE) * sum(b.shape[0] * b.shape[2] + m.numel() for b, m in pairs)
     return total

@@ -6,22 +6,24 @@ linear probe of a clip's mean log-mel finds the pitch class that no distilled st
 keeps (docs/MOBILE.md, section 9). The block puts it back at no cost in parameters:
 
 * the 64 log-mel bins, averaged over the 4 mel frames of each student frame;
-* a 12-bin chroma, one per student frame, from a DFT of its own: a 64 ms periodic Hann
-  window centred on the frame. (The log-mel's 25 ms window gives 31 Hz bins, three
-  semitones at 200 Hz, and misnames low harmonic notes.) Each DFT bin from 100 Hz to
-  5 kHz shares its power among the pitch classes within its own width in semitones (at
-  least one), with triangular weights; the log of each class's power minus the mean over
-  the 12, so that loudness cancels.
+* 12 pitch-class channels per student frame, by the config's `input_block_pitch`:
+  "chroma" (the default), "salience", or "chroma+salience" (24 channels, in that order).
 
-* with `pitch`, a 12-bin pitch-class salience: the magnitude of a 128 ms Hann-windowed
-  DFT evaluated at the semitone grid (MIDI 36 upward, 4 kHz at most), summed for each
-  candidate fundamental from MIDI 36 to 95 over the harmonics that land on that grid
-  (1, 2, 3, 4, 6 and 8: 0, 12, 19, 24, 31 and 36 semitones up, the 3rd and 6th rounded
-  by 0.02 of a semitone) with weights 0.8 ** i, folded over octaves, logged and centred
-  like the chroma. Where the chroma gives a note's fifth (its 3rd harmonic) as much
-  weight as the note, the salience credits the fundamental: on the validation suite's
-  pitch task a ridge probe of its 12 clip means alone names the pitch class of unseen
-  instruments 100 % of the time (docs/RESULTS.md, "Pitch salience in the input block").
+The chroma: a DFT of its own, a 64 ms periodic Hann window centred on the frame. (The
+log-mel's 25 ms window gives 31 Hz bins, three semitones at 200 Hz, and misnames low
+harmonic notes.) Each DFT bin from 100 Hz to 5 kHz shares its power among the pitch
+classes within its own width in semitones (at least one), with triangular weights; the
+log of each class's power minus the mean over the 12, so that loudness cancels.
+
+The salience: the magnitude of a 128 ms Hann-windowed DFT evaluated at the semitone grid
+(MIDI 36 upward, 4 kHz at most), summed for each candidate fundamental from MIDI 36 to
+95 over the harmonics that land on that grid (1, 2, 3, 4, 6 and 8: 0, 12, 19, 24, 31 and
+36 semitones up, the 3rd and 6th rounded by 0.02 of a semitone) with weights 0.8 ** i,
+folded over octaves, logged and centred like the chroma. Where the chroma gives a note's
+fifth (its 3rd harmonic) as much weight as the note, the salience credits the
+fundamental: on the validation suite's pitch task a linear probe of its 12 clip means
+alone names the pitch class of unseen instruments 100 % of the time (docs/RESULTS.md,
+"The student's input block: pitch salience and the scene's spread").
 
 Every part is standardised channel by channel with statistics of corpus audio (`input-block`
 measures them; they live in the checkpoint) and multiplied by the config's
@@ -47,11 +49,17 @@ CHROMA_BAND = (100.0, 5000.0)  # Hz
 CHROMA_WINDOW = 1024           # samples at 16 kHz: 64 ms
 C4_HZ = 440.0 * 2 ** (-9 / 12)
 MEL_CHANNELS = 64
-WIDTH = MEL_CHANNELS + CHROMA_BINS  # without the pitch salience
+PITCH_PARTS = ("chroma", "salience", "chroma+salience")  # the block's pitch-class channels
 
 
-def block_width(pitch: bool) -> int:
-    return WIDTH + (CHROMA_BINS if pitch else 0)
+def check_pitch(pitch: str) -> None:
+    if pitch not in PITCH_PARTS:
+        raise ValueError(f"input_block_pitch must be one of {PITCH_PARTS}, got {pitch!r}")
+
+
+def block_width(pitch: str = "chroma") -> int:
+    check_pitch(pitch)
+    return MEL_CHANNELS + CHROMA_BINS * len(pitch.split("+"))
 
 
 def midi_hz(midi: torch.Tensor) -> torch.Tensor:
@@ -110,22 +118,24 @@ def log_centred(power: torch.Tensor) -> torch.Tensor:
 
 class InputBlock(nn.Module):
     """16 kHz waveform (B, hop x frames) and its log-mel (B, group x frames, 64) -> the
-    weighted, standardised block (B, frames, 76, or 88 with `pitch`)."""
+    weighted, standardised block (B, frames, block_width(pitch)): 76, or 88 with both
+    pitch parts."""
 
-    def __init__(self, sample_rate: int, hop: int, group: int, weight: float, pitch: bool = False):
+    def __init__(self, sample_rate: int, hop: int, group: int, weight: float, pitch: str = "chroma"):
         super().__init__()
         self.hop, self.group, self.weight = int(hop), int(group), float(weight)
         self.width = block_width(pitch)
-        weights = chroma_matrix(CHROMA_WINDOW, sample_rate)
-        used = weights.sum(1) > 0  # the DFT is computed for the band's bins only
-        bins = torch.arange(CHROMA_WINDOW // 2 + 1, dtype=torch.float64)[used]
-        angle = 2 * math.pi * torch.outer(bins, torch.arange(CHROMA_WINDOW, dtype=torch.float64)) / CHROMA_WINDOW
-        window = torch.hann_window(CHROMA_WINDOW, periodic=True, dtype=torch.float64)
-        basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2K, 1024)
-        self.register_buffer("basis", basis.float()[:, None], persistent=False)
-        self.register_buffer("chroma", weights[used], persistent=False)  # (K, 12)
-        self.pitch = pitch
-        if pitch:
+        self.parts = tuple(pitch.split("+"))
+        if "chroma" in self.parts:
+            weights = chroma_matrix(CHROMA_WINDOW, sample_rate)
+            used = weights.sum(1) > 0  # the DFT is computed for the band's bins only
+            bins = torch.arange(CHROMA_WINDOW // 2 + 1, dtype=torch.float64)[used]
+            angle = 2 * math.pi * torch.outer(bins, torch.arange(CHROMA_WINDOW, dtype=torch.float64)) / CHROMA_WINDOW
+            window = torch.hann_window(CHROMA_WINDOW, periodic=True, dtype=torch.float64)
+            basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2K, 1024)
+            self.register_buffer("basis", basis.float()[:, None], persistent=False)
+            self.register_buffer("chroma", weights[used], persistent=False)  # (K, 12)
+        if "salience" in self.parts:
             pitch_basis, grid_points = salience_basis(sample_rate)
             self.register_buffer("pitch_basis", pitch_basis, persistent=False)
             self.register_buffer("salience", salience_matrix(grid_points, pitch_basis.shape[0] // 2),
@@ -152,12 +162,17 @@ class InputBlock(nn.Module):
         return log_centred(torch.sqrt(real * real + imag * imag + 1e-12) @ self.salience)
 
     def features(self, wav: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
-        """-> the unstandardised block (B, frames, width): pooled log-mel, chroma[, salience]."""
+        """-> the unstandardised block (B, frames, width): pooled log-mel, then the pitch
+        parts in the order they are named."""
         batch, steps, bins = log_mel.shape
-        parts = [log_mel.view(batch, steps // self.group, self.group, bins).mean(2), self.chroma_frames(wav)]
-        if self.pitch:
-            parts.append(self.pitch_frames(wav))
+        parts = [log_mel.view(batch, steps // self.group, self.group, bins).mean(2)]
+        parts += [self.chroma_frames(wav) if part == "chroma" else self.pitch_frames(wav) for part in self.parts]
         return torch.cat(parts, -1)
+
+    def spectral_costs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(DFT basis, pitch-class matrix) of each pitch part: what it computes per frame."""
+        return [(self.basis, self.chroma) if part == "chroma" else (self.pitch_basis, self.salience)
+                for part in self.parts]
 
     def forward(self, wav: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
         return (self.features(wav, log_mel) - self.mean) / self.std * self.weight

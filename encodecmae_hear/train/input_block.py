@@ -3,11 +3,12 @@ log-mel and chroma, standardised and weighted, in front of its HEAR embedding), 
 the block's per-channel statistics on pretraining audio, never on a task.
 
     python -m encodecmae_hear input-block checkpoints/mobile-student.pt --data ../corpus/packed \
-        --weight 1 --pitch --scene-std
+        --weight 1 --pitch salience --scene-std
 
 The learnt weights are untouched: the same student, a wider HEAR embedding. --weight 0
-removes the block again. --pitch adds the pitch-class salience to the block, --scene-std
-the block's standard deviation over time to the scene embedding.
+removes the block again. --pitch chooses the block's pitch channels (the chroma, the
+pitch-class salience, or both), --scene-std adds the block's standard deviation over time
+to the scene embedding.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from encodecmae_hear import files
 from encodecmae_hear.checkpoint import model_from_payload, read_checkpoint, write_payload
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.model.mobile import ARCHITECTURE, MobileModel
+from encodecmae_hear.model.mobile_input import PITCH_PARTS
 from encodecmae_hear.train.data import open_source
 from encodecmae_hear.train.mobile_objectives import to_16k
 from encodecmae_hear.train.provenance import base_record
@@ -32,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pretraining audio: tar shards folder or manifest (as `distill --data`)")
     parser.add_argument("--weight", type=float, required=True,
                         help="what each standardised channel of the block is multiplied by (0: no block)")
-    parser.add_argument("--pitch", action="store_true",
-                        help="add the 12-bin pitch-class salience (harmonic sums at the semitone grid)")
+    parser.add_argument("--pitch", choices=PITCH_PARTS, default="chroma",
+                        help="the block's 12 pitch-class channels: the 64 ms chroma, the salience "
+                             "(harmonic sums at the semitone grid, 128 ms), or both (default: chroma)")
     parser.add_argument("--scene-std", action="store_true",
                         help="scene embeddings also carry the block's standard deviation over time")
     parser.add_argument("-o", "--output", default=None, help="write the result here instead")
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.crops < 1 or not 0 <= args.weight < math.inf:
         raise UserError(f"--crops must be >= 1 and --weight a finite number >= 0; got {args.crops} "
                         f"and {args.weight}")
-    if args.weight == 0 and (args.pitch or args.scene_std):
+    if args.weight == 0 and (args.pitch != "chroma" or args.scene_std):
         raise UserError("--pitch and --scene-std describe the input block; --weight 0 removes it")
     payload = read_checkpoint(args.checkpoint)
     if payload["config"].get("architecture") != ARCHITECTURE:
