@@ -1,18 +1,23 @@
-"""The validation suite (valid-tasks): pitch class by unseen instruments and spoken
-language of other languages, never a clip or class of the proof suite.
+"""The validation suite (valid-tasks): pitch class by unseen instruments, spoken
+language of other languages and spoken words of unseen speakers, never a clip or class
+of the proof suite.
 
 As in test_corpus_heldout, fluidsynth is replaced by a tone generator (a sine at each
 note's pitch) and the corpus is faked, so the tests need neither apt packages nor a
 soundfont."""
 import csv
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from encodecmae_hear.corpus import flite
 from encodecmae_hear.corpus import heldout_tasks as ht
 from encodecmae_hear.corpus import valid_tasks as vt
+from encodecmae_hear.corpus.sources import SOUNDFONTS
 from encodecmae_hear.errors import UserError
 from encodecmae_hear.evaluate.suites import load_suite, load_task
 from tests.test_corpus_heldout import class_counts, fake_render
@@ -157,15 +162,78 @@ def test_spoken_language_takes_the_languages_after_the_proofs(tmp_path):
         vt.spoken_language_task(corpus, tmp_path / "short", 0, per_class=5, n_classes=4, skip=2)
 
 
-def test_build_needs_a_built_corpus(tmp_path):
+def test_build_needs_a_built_corpus_and_flite(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no manifest.jsonl"):
         vt.build_all(tmp_path, tmp_path / "out")
     write_fake_corpus(tmp_path, {"de": 1})
     with pytest.raises(UserError, match="soundfont not found"):
         vt.build_all(tmp_path, tmp_path / "out")
+    package, rel = SOUNDFONTS["heldout"]
+    (tmp_path / "cache" / "pkgs" / package / rel).parent.mkdir(parents=True)
+    (tmp_path / "cache" / "pkgs" / package / rel).write_bytes(b"sf2")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    with pytest.raises(UserError, match="apt-get install flite"):  # before any task is built
+        vt.build_all(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_valid_suite_shares_no_task_with_the_proof():
     valid = [t.folder for t in load_suite("valid")]
-    assert valid == ["valid_pitch_class", "valid_instrument", "valid_spoken_language"]
+    assert valid == ["valid_pitch_class", "valid_instrument", "valid_spoken_language", "valid_spoken_words"]
     assert not set(valid) & {t.folder for t in load_suite("proof")}
+
+
+def fake_flite(text, voice, stretch=1.0):
+    """A tone per word and voice (kal at 8 kHz, as flite's kal), `stretch` long in seconds."""
+    rate = 8000 if voice == "kal" else 16000
+    t = np.arange(int(rate * stretch)) / rate
+    freq = 200 + 40 * vt.WORDS.index(text) + 7 * flite.VOICES.index(voice)
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate
+
+
+def test_spoken_words_folds_are_speaker_disjoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(flite, "render", fake_flite)
+    task = vt.spoken_words_task(tmp_path)
+    meta = json.loads((task / "task_metadata.json").read_text())
+    folds = [f"fold{i:02d}" for i in range(4)]
+    assert (meta["split_mode"], meta["splits"], meta["sample_duration"]) == ("presplit_kfold", folds, 1.5)
+    config = load_task(task.name)
+    assert (config.folder, config.folds, config.split_mode) == (task.name, 4, "presplit_kfold")
+    assert config in load_suite("valid") and config not in load_suite("proof")
+    found = targets(task)
+    assert len(found) == 4 * 10 * 5
+    for fold, voice in zip(folds, flite.VOICES):
+        names = [name for split, name in found if split == fold]
+        assert {name.split("-")[1] for name in names} == {voice}  # one speaker per fold
+        assert sorted(found[(fold, n)] for n in names) == sorted(vt.WORDS * 5)
+    for rate in (48000, 16000):
+        audio, sr = sf.read(str(task / str(rate) / "fold00" / "seven-kal-x1.25.wav"))
+        assert (sr, len(audio)) == (rate, int(1.5 * rate))
+        # kal's 8 kHz tone of 1.25 s, resampled and peak-normalised to 0.5, then zeros
+        assert abs(np.abs(audio[: int(1.2 * rate)]).max() - 0.5) < 0.01
+        assert np.abs(audio[int(1.26 * rate):]).max() < 0.01
+
+
+def test_flite_is_called_with_the_voice_and_rate(tmp_path, monkeypatch):
+    """A stand-in `flite` on PATH records its arguments and writes a WAV where -o says."""
+    script = tmp_path / "flite"
+    script.write_text(f"#!{sys.executable}\n"
+                      "import sys, json, numpy, soundfile\n"
+                      "args = sys.argv[1:]\n"
+                      "open(sys.argv[0] + '.args', 'w').write(json.dumps(args))\n"
+                      "soundfile.write(args[args.index('-o') + 1], numpy.zeros((800, 2)), 16000)\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    audio, rate = flite.render("seven", "slt", 1.12)
+    assert (audio.shape, audio.dtype, rate) == ((800,), np.float32, 16000)
+    args = json.loads((tmp_path / "flite.args").read_text())
+    assert args[:4] == ["-voice", "slt", "--setf", "duration_stretch=1.12"]
+    assert args[4:6] == ["-t", "seven"]
+    with pytest.raises(ValueError, match="voice must be one of"):
+        flite.render("seven", "kal16")
+
+
+def test_words_task_needs_flite(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match="apt-get install flite"):
+        flite.binary()

@@ -17,9 +17,13 @@ Both suites come from corpus sources pretraining never saw, but never share a cl
   spoken in, for the SPOKEN_LANGUAGES languages ranked after the ones the proof's
   spoken-language task takes (most words first, ties by name): other languages, other
   recordings. Class-stratified folds as in the proof tasks.
+* valid_spoken_words (speech): which of ten words (the digits zero to nine) is spoken,
+  1.5 s clips from flite's four built-in speakers (corpus/flite.py), each saying every
+  word at five speaking rates. Four folds, one speaker each: a probe has to recognise
+  words from voices it was not trained on. No source of the corpus or the proof suite.
 
-Seeded and deterministic; scene tasks, five presplit folds, audio at 48000 and 16000 Hz,
-written by the shared HEAR task writer (task_io).
+Seeded and deterministic; scene tasks in presplit folds (five; the words task four),
+audio at 48000 and 16000 Hz, written by the shared HEAR task writer (task_io).
 """
 from __future__ import annotations
 
@@ -31,13 +35,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from encodecmae_hear.audio import resample
+from encodecmae_hear.corpus import flite
 from encodecmae_hear.corpus import heldout_tasks as ht
 from encodecmae_hear.corpus import midi
 from encodecmae_hear.corpus.sources import SOUNDFONTS
 from encodecmae_hear.errors import UserError
+from encodecmae_hear.evaluate import task_io
 
 VERSION = "valid-1"
 PITCH_CLASSES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+WORD_STRETCHES = (0.8, 0.9, 1.0, 1.12, 1.25)  # flite's duration_stretch: speaking rates
 # (General MIDI program, name): 12 families, pitched programs with a clear onset or tone
 PITCH_PROGRAMS = (
     (0, "grand_piano"), (6, "harpsichord"), (11, "vibraphone"), (19, "church_organ"),
@@ -125,6 +134,22 @@ def spoken_language_task(corpus: Path, out: Path, seed: int, per_class: int = 60
     return task
 
 
+def spoken_words_task(out: Path, seconds: float = 1.5, sr: int = 48000) -> Path:
+    """Every word of WORDS at every stretch by every flite voice; a fold per voice."""
+    clips = []
+    for fold, voice in enumerate(flite.VOICES):
+        for word in WORDS:
+            for stretch in WORD_STRETCHES:
+                audio, rate = flite.render(word, voice, stretch)
+                audio = resample(audio, rate, sr)
+                peak = float(np.abs(audio).max())
+                clips.append({"name": f"{word}-{voice}-x{stretch:g}", "label": word, "split": f"fold{fold:02d}",
+                              "audio": 0.5 * audio / peak if peak > 0 else audio})
+    splits = tuple(f"fold{i:02d}" for i in range(len(flite.VOICES)))
+    return task_io.write_task(out, "valid_spoken_words", clips, seconds, sr, splits=splits,
+                              split_mode="presplit_kfold", version=VERSION)
+
+
 def check_inputs(corpus: Path, soundfont: Path) -> None:
     if not (corpus / "manifest.jsonl").is_file():
         raise UserError(f"{corpus} has no manifest.jsonl: build the corpus first "
@@ -132,6 +157,7 @@ def check_inputs(corpus: Path, soundfont: Path) -> None:
     if not soundfont.is_file():
         raise UserError(f"held-out soundfont not found: {soundfont} (the corpus build "
                         "fetches it into <corpus>/cache/pkgs; re-run `make corpus`)")
+    flite.binary()
 
 
 def build_all(corpus: Path, out: Path, seed: int = 0) -> list[Path]:
@@ -139,7 +165,7 @@ def build_all(corpus: Path, out: Path, seed: int = 0) -> list[Path]:
     soundfont = corpus / "cache" / "pkgs" / package / rel
     check_inputs(corpus, soundfont)
     return [pitch_class_task(soundfont, out, seed), instrument_task(soundfont, out, seed),
-            spoken_language_task(corpus, out, seed)]
+            spoken_language_task(corpus, out, seed), spoken_words_task(out)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
