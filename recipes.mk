@@ -67,9 +67,9 @@ MOBILE_WARMUP_student    ?= 100
 # corpus and multiplied by this weight, chosen on the validation suite (valid-input-block).
 MOBILE_INPUT_BLOCK ?= 1
 # The block's pitch part is the pitch-class salience in place of the chroma, and the scene
-# embedding carries the block's std over time (docs/RESULTS.md, "The student's input
-# block: pitch salience and the scene's spread"), chosen on the validation suite.
-MOBILE_INPUT_BLOCK_ARGS ?= --pitch salience --scene-std
+# embedding carries every channel's std over time after the mean (docs/RESULTS.md, "The
+# student's input block: pitch salience and the scene's spread"), chosen on the validation suite.
+MOBILE_INPUT_BLOCK_ARGS ?= --pitch salience --scene-std frames
 INPUT_BLOCK_WEIGHTS ?= 1 2
 MOBILE_RECIPE = DATA=$(CORPUS)/packed BATCH=$(or $(MOBILE_BATCH_$(M)),16) STEPS=$(MOBILE_STEPS_$(M)) \
 	    OUT=runs/mobile/$(M) ARGS="--workers 1 --warmup-steps $(or $(MOBILE_WARMUP_$(M)),50) \

@@ -17,7 +17,8 @@ Output: "encoder" (the frame embeddings, 512 x width), or for a distilled studen
 "distill" (its prediction of the teacher's embedding blocks, side by side), which is
 the default for checkpoints with a distill head; for a model with an input block
 (model/mobile_input.py), that block in front of either. Scene embeddings are the mean
-over time, and with the config's `scene_block_std` the block's std over time after it.
+over time, then, as the config's `scene_std` says, the std over time of the input
+block's channels ("block") or of every channel ("frames").
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from torch import nn
 
 from encodecmae_hear.audio import check_audio
 from encodecmae_hear.checkpoint import load_checkpoint
-from encodecmae_hear.model.mobile import (SAMPLE_RATE, MobileConfig, MobileModel, hear_width,
-                                          input_block_width, scene_width)
+from encodecmae_hear.model.mobile import (SAMPLE_RATE, MobileConfig, MobileModel, hear_width, scene_std_width,
+                                          scene_width)
 from encodecmae_hear.paths import BUNDLED_STUDENT
 
 OUTPUTS = ("encoder", "distill")
@@ -150,12 +151,12 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: MobileHear):
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: MobileHear) -> torch.Tensor:
-    """-> (n_sounds, E): the mean over time of the timestamp embeddings; for a model whose
-    config sets `scene_block_std`, then the input block's standard deviation over time
-    (0 for a one-frame sound), which carries how a sound changes: a note's attack and decay."""
+    """-> (n_sounds, E): the mean over time of the timestamp embeddings, then, where the
+    config's `scene_std` asks, the std over time (0 for a one-frame sound) of the input
+    block's channels or of every channel: how a sound changes, a note's attack and decay."""
     embeddings = model.embed(audio)
     scene = embeddings.mean(1)
-    if not model.config.scene_block_std:
+    width = scene_std_width(model.config, model.output)
+    if not width:
         return scene
-    block = embeddings[..., :input_block_width(model.config)]
-    return torch.cat([scene, block.std(1, correction=0)], dim=-1)
+    return torch.cat([scene, embeddings[..., :width].std(1, correction=0)], dim=-1)

@@ -2,7 +2,7 @@
 fold_probe.py's linear probe (C = 0.1, each fold held out in turn) on the scene
 embeddings of a student with an input block, taken whole and part by part: the block
 (log-mel, then its pitch part: chroma, salience or both), the learnt channels after it
-and, where the config adds it, the block's std over time. Prints figures; not heareval.
+and, where the config adds it, the std over time. Prints figures; not heareval.
 
     python -m studies.input_block_probe --model checkpoints/mobile-student.pt \
         --task ../valid_tasks/valid_pitch_class --task ../valid_tasks/valid_instrument
@@ -25,8 +25,8 @@ def parts(model) -> dict[str, slice]:
     block, frames = input_block_width(model.config), model.timestamp_embedding_size
     out = {"all": slice(None), "block": slice(0, block), "mel": slice(0, MEL_CHANNELS),
            model.config.input_block_pitch: slice(MEL_CHANNELS, block), "learnt": slice(block, frames)}
-    if model.config.scene_block_std:
-        out["block std"] = slice(frames, None)
+    if model.config.scene_std:
+        out[f"{model.config.scene_std} std"] = slice(frames, None)
     return out
 
 

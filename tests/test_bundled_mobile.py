@@ -40,7 +40,7 @@ def test_the_bundled_student_is_mobile_hears_default_and_was_distilled_from_the_
     assert embeddings.shape == (2, 25, 76 + 5 * 256)
     block = hear.provenance["input_block"]
     assert hear.config.input_block == block["weight"] > 0
-    assert (hear.config.input_block_pitch, hear.config.scene_block_std) == (block["pitch"], block["scene_std"])
+    assert (hear.config.input_block_pitch, hear.config.scene_std) == (block["pitch"], block["scene_std"])
     # statistics of pretraining audio (the corpus's manifest or its packed shards), never a task
     assert block["data"].rstrip("/").endswith(("packed", "pretrain.jsonl"))
     scene = mobile_hear.get_scene_embeddings(audio, hear)

@@ -83,9 +83,12 @@ def test_salience_names_the_fundamental_where_chroma_names_a_harmonic(tiny_mobil
 
 
 def test_pitch_and_scene_std_need_a_block(tiny_mobile):  # noqa: F811
-    for field, value in (("input_block_pitch", "salience"), ("scene_block_std", True)):
+    for field, value in (("input_block_pitch", "salience"), ("scene_std", "block")):
         with pytest.raises(ValueError, match="need input_block > 0"):
             tiny_mobile.config.replace(**{field: value})
+    assert tiny_mobile.config.replace(scene_std="frames").scene_std == "frames"  # any model's frames
+    with pytest.raises(ValueError, match="scene_std must be one of"):
+        tiny_mobile.config.replace(scene_std="max")
     with pytest.raises(ValueError, match="input_block_pitch must be one of"):
         tiny_mobile.config.replace(input_block=1.0, input_block_pitch="cqt")
     salience_only = MobileModel(tiny_mobile.config.replace(input_block=1.0, input_block_pitch="salience"))
@@ -160,13 +163,13 @@ def with_pitch(with_block):
     plain, _, manifest = with_block
     out = plain.with_name("pitch.pt")
     assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "1", "--pitch",
-                 "chroma+salience", "--scene-std", "--crops", "6", "-o", str(out)]) == 0
+                 "chroma+salience", "--scene-std", "block", "--crops", "6", "-o", str(out)]) == 0
     return out
 
 
 def test_scene_embedding_adds_the_blocks_std_over_time(with_pitch):
     model, payload = load_checkpoint(with_pitch, architecture="mobile")
-    assert model.config.input_block_pitch == "chroma+salience" and model.config.scene_block_std
+    assert model.config.input_block_pitch == "chroma+salience" and model.config.scene_std == "block"
     assert payload["provenance"]["input_block"]["pitch"] == "chroma+salience"
     assert model.input_block.mean.shape == (88,)
     hear = load_model(str(with_pitch))
@@ -180,6 +183,25 @@ def test_scene_embedding_adds_the_blocks_std_over_time(with_pitch):
     assert float(scene[:, 120:].min()) >= 0
     # one frame: the std is 0, not NaN
     assert torch.equal(get_scene_embeddings(audio[:, :640], hear)[:, 120:], torch.zeros(2, 88))
+
+
+def test_scene_std_of_every_frame_channel(with_block, tmp_path):
+    plain, _, manifest = with_block
+    out = tmp_path / "frames.pt"
+    assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "1", "--pitch", "salience",
+                 "--scene-std", "frames", "--crops", "6", "-o", str(out)]) == 0
+    hear = load_model(str(out))
+    assert (hear.timestamp_embedding_size, hear.scene_embedding_size) == (76 + 32, 2 * (76 + 32))
+    audio = 0.3 * tone_mix(2.0, 16000, seed=8, n=2)
+    frames, _ = get_timestamp_embeddings(audio, hear)
+    scene = get_scene_embeddings(audio, hear)
+    torch.testing.assert_close(scene, torch.cat([frames.mean(1), frames.std(1, correction=0)], -1))
+    # a plain student (no block) can carry its frames' std too; "block" needs a block
+    assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "0", "--scene-std",
+                 "frames", "-o", str(tmp_path / "plain.pt")]) == 0
+    assert load_model(str(tmp_path / "plain.pt")).scene_embedding_size == 2 * 32
+    assert main(["input-block", str(plain), "--data", str(manifest), "--weight", "0", "--scene-std",
+                 "block", "-o", str(tmp_path / "x.pt")]) == 2
 
 
 def test_pitch_without_a_block_is_refused(with_block, tmp_path, capsys):

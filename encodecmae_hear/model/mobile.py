@@ -19,8 +19,8 @@ The frame embedding is the last block's channels (512 x width).
 "cbow" / "skipgram" Audio2Vec decoders, "temporalgap", "distill"); mobile_heads.py. With
 `input_block` > 0 its HEAR embedding also carries its input, standardised log-mel and
 chroma (`input_block_pitch` swaps or adds a pitch-class salience; model/mobile_input.py), in
-front of the learnt channels; `scene_block_std` adds the block's standard deviation over
-time to the scene embedding.
+front of the learnt channels. `scene_std` adds a standard deviation over time to the
+scene embedding: of the block's channels ("block") or of every channel ("frames").
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ LOG_OFFSET = 1e-3
 PAD = (WINDOW - HOP) // 2         # 120 each side: centres mel frame i on sample 160 i + 80
 BASE_CHANNELS = (64, 128, 256, 256, 512, 512)
 
+SCENE_STDS = ("", "block", "frames")  # what the scene embedding's std over time covers
 _WIDTHS = {"mobile-full": 1.0, "mobile-half": 0.5, "mobile-quarter": 0.25, "mobile-tiny": 0.125}
 MOBILE_PRESETS = tuple(_WIDTHS)
 
@@ -68,7 +69,7 @@ class MobileConfig:
     distill_dims: tuple[int, ...] = ()    # distill: width of each teacher block predicted
     input_block: float = 0.0              # weight of the input block in the HEAR embedding; 0: none
     input_block_pitch: str = "chroma"     # the block's pitch part: chroma, salience or chroma+salience
-    scene_block_std: bool = False         # scene embedding: + the block's std over time
+    scene_std: str = ""                   # scene embedding: + the std over time of "block" or "frames"
 
     def __post_init__(self):
         for name in ("base_channels", "time_pools", "freq_pools", "distill_dims"):
@@ -89,8 +90,10 @@ class MobileConfig:
             raise ValueError(f"context must be >= 1, got {self.context}")
         check_weight(self.input_block)
         check_pitch(self.input_block_pitch)
-        if (self.input_block_pitch != "chroma" or self.scene_block_std) and not self.input_block > 0:
-            raise ValueError("input_block_pitch and scene_block_std describe the input block: "
+        if self.scene_std not in SCENE_STDS:
+            raise ValueError(f"scene_std must be one of {SCENE_STDS}, got {self.scene_std!r}")
+        if (self.input_block_pitch != "chroma" or self.scene_std == "block") and not self.input_block > 0:
+            raise ValueError("input_block_pitch and scene_std 'block' describe the input block: "
                              "they need input_block > 0")
 
     @property
@@ -151,8 +154,13 @@ def input_block_width(config: MobileConfig) -> int:
 
 
 def scene_width(config: MobileConfig, output: str) -> int:
-    """Width of the HEAR scene embedding: the frames' mean, then the block's std if asked."""
-    return hear_width(config, output) + (input_block_width(config) if config.scene_block_std else 0)
+    """Width of the HEAR scene embedding: the frames' mean, then the std the config asks for."""
+    return hear_width(config, output) + scene_std_width(config, output)
+
+
+def scene_std_width(config: MobileConfig, output: str) -> int:
+    """Leading channels of the HEAR frames whose std over time follows the scene mean."""
+    return {"": 0, "block": input_block_width(config), "frames": hear_width(config, output)}[config.scene_std]
 
 
 class LogMelFrontend(nn.Module):

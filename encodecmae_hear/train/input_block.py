@@ -3,12 +3,12 @@ log-mel and chroma, standardised and weighted, in front of its HEAR embedding), 
 the block's per-channel statistics on pretraining audio, never on a task.
 
     python -m encodecmae_hear input-block checkpoints/mobile-student.pt --data ../corpus/packed \
-        --weight 1 --pitch salience --scene-std
+        --weight 1 --pitch salience --scene-std frames
 
 The learnt weights are untouched: the same student, a wider HEAR embedding. --weight 0
 removes the block again. --pitch chooses the block's pitch channels (the chroma, the
-pitch-class salience, or both), --scene-std adds the block's standard deviation over time
-to the scene embedding.
+pitch-class salience, or both), --scene-std adds a standard deviation over time to the
+scene embedding: of the block's channels or of every channel.
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch", choices=PITCH_PARTS, default="chroma",
                         help="the block's 12 pitch-class channels: the 64 ms chroma, the salience "
                              "(harmonic sums at the semitone grid, 128 ms), or both (default: chroma)")
-    parser.add_argument("--scene-std", action="store_true",
-                        help="scene embeddings also carry the block's standard deviation over time")
+    parser.add_argument("--scene-std", choices=("none", "block", "frames"), default="none",
+                        help="scene embeddings also carry the standard deviation over time of the "
+                             "block's channels or of every channel (default: none, the mean alone)")
     parser.add_argument("-o", "--output", default=None, help="write the result here instead")
     parser.add_argument("--crops", type=int, default=256, help="4 s crops to measure")
     parser.add_argument("--seed", type=int, default=0, help="which crops")
@@ -64,19 +65,20 @@ def run(args: argparse.Namespace) -> int:
     if args.crops < 1 or not 0 <= args.weight < math.inf:
         raise UserError(f"--crops must be >= 1 and --weight a finite number >= 0; got {args.crops} "
                         f"and {args.weight}")
-    if args.weight == 0 and (args.pitch != "chroma" or args.scene_std):
-        raise UserError("--pitch and --scene-std describe the input block; --weight 0 removes it")
+    scene_std = "" if args.scene_std == "none" else args.scene_std
+    if args.weight == 0 and (args.pitch != "chroma" or scene_std == "block"):
+        raise UserError("--pitch and --scene-std block describe the input block; --weight 0 removes it")
     payload = read_checkpoint(args.checkpoint)
     if payload["config"].get("architecture") != ARCHITECTURE:
         raise UserError(f"{args.checkpoint} is not a mobile checkpoint; the input block belongs to "
                         f"the mobile encoders (pretrain-mobile, distill)")
     old = model_from_payload(payload, args.checkpoint)
     model = MobileModel(old.config.replace(input_block=args.weight, input_block_pitch=args.pitch,
-                                           scene_block_std=args.scene_std))
+                                           scene_std=scene_std))
     # the learnt weights from the checkpoint, the block's buffers (if any) fresh from `model`
     learnt = {k: v for k, v in old.state_dict().items() if not k.startswith("input_block.")}
     model.load_state_dict({**model.state_dict(), **learnt}, strict=True)
-    record = {**base_record(), "weight": args.weight, "pitch": args.pitch, "scene_std": args.scene_std,
+    record = {**base_record(), "weight": args.weight, "pitch": args.pitch, "scene_std": scene_std,
               "input_sha256": files.sha256_of(args.checkpoint)}
     if model.input_block is not None:
         crops = open_source(args.data, args.seed).sample(args.crops, args.seed)
