@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": (f"{P}.train.distill", "distil an EnCodecMAE teacher into a mobile student (25 frames/s)"),
     "init": (f"{P}.train.init_checkpoint", "write an untrained checkpoint for a preset"),
     "bundle": (f"{P}.train.bundle", "turn a finished training run into a small release checkpoint"),
-    "input-block": (f"{P}.train.input_block", "give a mobile student its own log-mel and chroma in its HEAR embedding (statistics from pretraining audio)"),
+    "input-block": (f"{P}.train.input_block", "give a mobile student its own log-mel and chroma or pitch salience in its HEAR embedding, and a std over time in its scene embedding (statistics from pretraining audio)"),
     "embedding-stats": (f"{P}.train.embedding_stats", "store per-channel embedding statistics from pretraining audio in a checkpoint"),
     "hear": (f"{P}.evaluate.commands:hear", "HEAR evaluation in one go: embed, predict over seeds, table"),
     "hear-validate": (f"{P}.evaluate.commands:validate", "run the real hear-validator on a checkpoint"),
