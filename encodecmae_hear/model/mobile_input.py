@@ -47,7 +47,6 @@ HARMONIC_DECAY = 0.8
 SALIENCE_MAX_HZ = 4000.0
 CHROMA_BAND = (100.0, 5000.0)  # Hz
 CHROMA_WINDOW = 1024           # samples at 16 kHz: 64 ms
-C4_HZ = 440.0 * 2 ** (-9 / 12)
 MEL_CHANNELS = 64
 PITCH_PARTS = ("chroma", "salience", "chroma+salience")  # the block's pitch-class channels
 
@@ -62,8 +61,12 @@ def block_width(pitch: str = "chroma") -> int:
     return MEL_CHANNELS + CHROMA_BINS * len(pitch.split("+"))
 
 
-def midi_hz(midi: torch.Tensor) -> torch.Tensor:
+def midi_hz(midi):
+    """MIDI note number(s) -> Hz (A4 = 69 = 440 Hz)."""
     return 440.0 * 2 ** ((midi - 69) / 12)
+
+
+C4_HZ = midi_hz(60)
 
 
 def chroma_matrix(n_fft: int, sample_rate: int) -> torch.Tensor:
@@ -82,6 +85,18 @@ def chroma_matrix(n_fft: int, sample_rate: int) -> torch.Tensor:
     tri = (1 - distance.abs() / half_width[:, None]).clamp(min=0)
     weights[inside] = tri / tri.sum(1, keepdim=True)
     return weights.float()
+
+
+def chroma_basis(sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> the windowed DFT basis (2K, 1, CHROMA_WINDOW), cosines then minus sines, at the K
+    DFT bins inside CHROMA_BAND, and their rows of chroma_matrix (K, 12)."""
+    weights = chroma_matrix(CHROMA_WINDOW, sample_rate)
+    used = weights.sum(1) > 0  # the DFT is computed for the band's bins only
+    bins = torch.arange(CHROMA_WINDOW // 2 + 1, dtype=torch.float64)[used]
+    angle = 2 * math.pi * torch.outer(bins, torch.arange(CHROMA_WINDOW, dtype=torch.float64)) / CHROMA_WINDOW
+    window = torch.hann_window(CHROMA_WINDOW, periodic=True, dtype=torch.float64)
+    basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window
+    return basis.float()[:, None], weights[used]
 
 
 def salience_basis(sample_rate: int) -> tuple[torch.Tensor, int]:
@@ -127,14 +142,9 @@ class InputBlock(nn.Module):
         self.width = block_width(pitch)
         self.parts = tuple(pitch.split("+"))
         if "chroma" in self.parts:
-            weights = chroma_matrix(CHROMA_WINDOW, sample_rate)
-            used = weights.sum(1) > 0  # the DFT is computed for the band's bins only
-            bins = torch.arange(CHROMA_WINDOW // 2 + 1, dtype=torch.float64)[used]
-            angle = 2 * math.pi * torch.outer(bins, torch.arange(CHROMA_WINDOW, dtype=torch.float64)) / CHROMA_WINDOW
-            window = torch.hann_window(CHROMA_WINDOW, periodic=True, dtype=torch.float64)
-            basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2K, 1024)
-            self.register_buffer("basis", basis.float()[:, None], persistent=False)
-            self.register_buffer("chroma", weights[used], persistent=False)  # (K, 12)
+            basis, chroma = chroma_basis(sample_rate)
+            self.register_buffer("basis", basis, persistent=False)
+            self.register_buffer("chroma", chroma, persistent=False)
         if "salience" in self.parts:
             pitch_basis, grid_points = salience_basis(sample_rate)
             self.register_buffer("pitch_basis", pitch_basis, persistent=False)
