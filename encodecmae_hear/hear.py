@@ -23,9 +23,10 @@ Precision, the `dtype` option (outputs are float32 under every option):
 * "int8" (CPU only): the encoder Transformer's Linear layers dynamic int8 (int8 weights
   with a scale per output channel, activations quantised per call; model/precision.py),
   the rest fp32, except, where the CPU has native bf16, the EnCodec frontend (in bf16 as
-  under "bf16") and the attention products. The fastest option on CPU; per-layer frame
-  cosine to fp32 >= 0.999 on the bundled model and the official-format fixtures
-  (tests/test_precision.py).
+  under "bf16") and the attention products. The Transformer takes one window a call;
+  EnCodec's LSTM takes a sound's windows in small groups (`groups_by_sound`). The
+  fastest option on CPU; per-layer frame cosine to fp32 >= 0.999 on the bundled model
+  and the official-format fixtures (tests/test_precision.py).
 Windows go through in batches of `chunk_batch_size`; on CPU in smaller ones, and the
 frontend's convolutions window by window (`windows_per_batch`, `frontend_features`).
 Building a HearModel tunes glibc's allocator for the process (allocator.py).
@@ -49,6 +50,8 @@ from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 
 # Windows per batch on CPU, per thread (see windows_per_batch).
 CPU_WINDOWS_PER_THREAD = 1
+# Under "int8", windows of one sound that share EnCodec's LSTM (see windows_per_batch).
+INT8_SOUND_WINDOWS = 4
 
 
 class HearModel(nn.Module):
@@ -123,9 +126,20 @@ class HearModel(nn.Module):
         and with 1 thread 1.1x the time in batches of 4 or 16 than of 1."""
         if device.type != "cpu":
             return self.chunk_batch_size
-        if self.compute_dtype == "int8":  # dynamic int8 scales a call's activations by their
-            return 1  # range: one window a call keeps a sound's embedding batch-independent
+        if self.compute_dtype == "int8":  # see groups_by_sound
+            return INT8_SOUND_WINDOWS if self.groups_by_sound(device) else 1
         return min(self.chunk_batch_size, CPU_WINDOWS_PER_THREAD * torch.get_num_threads())
+
+    def groups_by_sound(self, device: torch.device) -> bool:
+        """Whether a batch holds windows of one sound only, grouped from its first window,
+        so that a sound's embedding depends on that sound alone, bit for bit. So it is
+        under "int8" with the EnCodec frontend: each window still goes through the int8
+        Transformer alone (dynamic int8 scales a call's activations by their range), but
+        EnCodec's LSTM takes up to INT8_SOUND_WINDOWS windows at once, whose steps become
+        matrix products (small encodec, bf16, 2 threads: 77 ms a window alone, 67 ms in
+        groups of 4, 65 ms of 8). With the mel frontend there is no LSTM: one window."""
+        return (device.type == "cpu" and self.compute_dtype == "int8"
+                and self.mae.config.frontend == "encodec")
 
     def frontend_features(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, 96000) at 24 kHz -> frontend features (B, T, F) in float32 whatever the
@@ -163,6 +177,10 @@ class HearModel(nn.Module):
             raise ValueError(f"dtype \"int8\" runs on CPU only (dynamic int8 Linear layers); "
                              f"the model is on {wav.device}: use \"bf16\" there")
         features = self.frontend_features(wav)
+        if self.compute_dtype == "int8":  # one window a call: its int8 scales are its own
+            windows = [self.mae.encode_features(f[None], n[None], with_input=self.with_input)
+                       for f, n in zip(features, lengths)]
+            return self.standardised([torch.cat(blocks).float() for blocks in zip(*windows)])
         with torch.autocast(wav.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == "bf16"):
             layers = self.mae.encode_features(features, lengths, with_input=self.with_input)
         return self.standardised([x.float() for x in layers])
@@ -202,6 +220,7 @@ class HearModel(nn.Module):
         device = self.device
         pending: list[tuple[int, int, torch.Tensor, int]] = []  # (sound, first frame, chunk, frames)
         batch = self.windows_per_batch(device)
+        by_sound = self.groups_by_sound(device)
 
         def flush():
             wav = torch.stack([p[2] for p in pending]).to(device)  # (b, 96000)
@@ -224,6 +243,8 @@ class HearModel(nn.Module):
                 start += count
                 if len(pending) == batch:
                     flush()
+            if by_sound and pending:
+                flush()
         if pending:
             flush()
 

@@ -109,19 +109,39 @@ def test_int8_holds_fewer_bytes_than_fp32(tiny_checkpoint):
 
 def test_int8_is_batch_independent_and_float32(tiny_encodec, monkeypatch):
     model = HearModel(tiny_encodec, dtype="int8")
-    audio = tone_mix(5.0, 48000, seed=3, n=3)
+    audio = tone_mix(13.0, 48000, seed=3, n=3)  # 4 windows a sound
     monkeypatch.setattr(hear, "CPU_WINDOWS_PER_THREAD", 8)  # fp32 would batch 16 windows
+    monkeypatch.setattr(hear, "INT8_SOUND_WINDOWS", 3)
+    forwards = []
+    encode_windows = HearModel.encode_windows
+    monkeypatch.setattr(HearModel, "encode_windows",
+                        lambda self, wav, lengths: forwards.append(len(wav)) or encode_windows(self, wav, lengths))
     both, ts = get_timestamp_embeddings(audio, model)
+    # EnCodec's LSTM takes a sound's windows in groups counted from its first window,
+    # never windows of two sounds: [3, 1] per sound, not [3, 3, 3, 3]
+    assert forwards == [3, 1] * 3
     alone, _ = get_timestamp_embeddings(audio[1:2], model)
     assert both.dtype == ts.dtype == torch.float32
-    # dynamic int8 scales each call's activations by their range: one window a call
-    # keeps every sound's embedding the same bits whatever else is in the batch
     assert torch.equal(both[1], alone[0])
-    batched = model.windows_per_batch
-    monkeypatch.setattr(model, "windows_per_batch", lambda device: 6)  # what it avoids
-    mixed, _ = get_timestamp_embeddings(audio, model)
-    assert not torch.equal(mixed[1], alone[0])
-    assert batched(torch.device("cpu")) == 1
+
+
+def test_int8_runs_the_transformer_one_window_a_call(tiny_mel):
+    """Dynamic int8 scales a call's activations by their range: windows that went
+    through the Transformer together would change each other's bits."""
+    model = HearModel(tiny_mel, dtype="int8")
+    assert model.windows_per_batch(torch.device("cpu")) == 1  # no LSTM to share
+    gen = torch.Generator().manual_seed(0)
+    wav = torch.randn(2, 96000, generator=gen) * torch.tensor([[0.01], [0.5]])
+    lengths = torch.tensor([96000, 96000])
+    together = model.encode_windows(wav, lengths)
+    for i in range(2):
+        alone = model.encode_windows(wav[i:i + 1], lengths[i:i + 1])
+        assert all(torch.equal(a[0], t[i]) for a, t in zip(alone, together))
+    with torch.no_grad():  # what the split avoids: one call for both windows
+        features = model.frontend_features(wav)
+        shared = model.mae.encode_features(features, lengths)
+        first = model.mae.encode_features(features[:1], lengths[:1])
+    assert not torch.equal(shared[-1][0], first[-1][0])
 
 
 def test_int8_refuses_another_device_with_a_clear_message(tiny_mel):
