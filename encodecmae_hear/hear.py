@@ -50,7 +50,7 @@ from encodecmae_hear.paths import BUNDLED_CHECKPOINT
 
 # Windows per batch on CPU, per thread (see windows_per_batch).
 CPU_WINDOWS_PER_THREAD = 1
-# Under "int8", windows of one sound that share EnCodec's LSTM (see windows_per_batch).
+# Under "int8", windows of one sound that share EnCodec's LSTM (see groups_by_sound).
 INT8_SOUND_WINDOWS = 4
 
 
@@ -132,8 +132,8 @@ class HearModel(nn.Module):
 
     def groups_by_sound(self, device: torch.device) -> bool:
         """Whether a batch holds windows of one sound only, grouped from its first window,
-        so that a sound's embedding depends on that sound alone, bit for bit. So it is
-        under "int8" with the EnCodec frontend: each window still goes through the int8
+        so that a sound's embedding depends on that sound alone, bit for bit: on CPU under
+        "int8" with the EnCodec frontend. Each window still goes through the int8
         Transformer alone (dynamic int8 scales a call's activations by their range), but
         EnCodec's LSTM takes up to INT8_SOUND_WINDOWS windows at once, whose steps become
         matrix products (small encodec, bf16, 2 threads: 77 ms a window alone, 67 ms in
