@@ -339,9 +339,12 @@ def test_ctrl_c_ends_in_one_line_with_status_130(tiny_checkpoint, tmp_path):
     # 20 minutes of audio: still embedding when the interrupt comes, however fast the machine
     sf.write(root / "long.wav", tone(1200.0, 16000), 16000)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # a terminal's Ctrl-C reaches a process whose SIGINT is the default; a test suite run in
+    # the background (`make test &`) hands its children an ignored SIGINT instead
     proc = subprocess.Popen([sys.executable, "-m", "encodecmae_hear", "embed", str(root), "--out",
                              str(tmp_path / "out"), "--model", str(tiny_checkpoint)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60  # interrupt once the command has begun its work
     while not (tmp_path / "out" / files.LOCK_FILE).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
